@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every module of the collection shares: options, backend choice, error reporting.
+
+A module declares only its own options; `module_options()` adds the shared
+ones (documented once in the doc fragments of the same names), and
+`run_module()` opens the backend, calls the module's function and turns the
+collection's errors into `fail_json`.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import sys
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+    ConnectionFailed, InvalidRequest, VmopsError)
+
+# doc fragment vmops.lifecycle.backend
+BACKEND_OPTIONS = dict(
+    backend=dict(type='str', default='auto', choices=['auto', 'libvirt']),
+)
+
+# doc fragment vmops.lifecycle.libvirt
+LIBVIRT_OPTIONS = dict(
+    libvirt_uri=dict(type='str', default='qemu:///system', aliases=['uri']),
+)
+
+# doc fragment vmops.lifecycle.wait
+WAIT_OPTIONS = dict(
+    wait=dict(type='bool', default=True),
+    timeout=dict(type='int', default=180),
+)
+
+
+def module_options(own_options):
+    """The module's own argument spec plus every shared option (deep copies: specs get mutated)."""
+    spec = {}
+    for shared in (BACKEND_OPTIONS, LIBVIRT_OPTIONS, WAIT_OPTIONS):
+        spec.update(copy.deepcopy(shared))
+    spec.update(own_options)
+    return spec
+
+
+def chosen_backend(params):
+    """Which backend the options point at.  Only libvirt exists so far; 'auto' will learn OpenStack."""
+    return 'libvirt' if params['backend'] in ('auto', 'libvirt') else params['backend']
+
+
+def open_backend(module):
+    """Open the chosen backend's one connection for this run (close it with `with`)."""
+    if chosen_backend(module.params) == 'libvirt':
+        if not libvirt_backend.HAS_LIBVIRT:
+            module.fail_json(msg=missing_required_lib('libvirt-python'),
+                             exception=libvirt_backend.LIBVIRT_IMPORT_ERROR)
+        return libvirt_backend.LibvirtBackend(module.params['libvirt_uri'])
+    raise InvalidRequest('Unknown backend %s.' % module.params['backend'])
+
+
+def backend_model(module):
+    """The state model of the chosen backend, available before any connection is made."""
+    return libvirt_backend.MODEL
+
+
+def run_module(module, action):
+    """Call `action(module)`, which returns the result dict, and exit the module with it."""
+    try:
+        result = action(module)
+    except (InvalidRequest, ConnectionFailed) as error:
+        module.fail_json(msg=error.msg, changed=False, **error.details)
+    except VmopsError as error:
+        details = dict(error.details)
+        instance = details.get('instance') or {}
+        module.fail_json(msg=error.msg, changed=bool(instance.get('executed')), **details)
+    except Exception as error:  # pylint: disable=broad-except
+        # A bug or an unexpected library failure: say so, with what is needed to report it.
+        module.fail_json(msg='Unexpected error: %s' % error, exception=traceback.format_exc(),
+                         python_version=sys.version.split()[0], libraries=library_versions())
+    module.exit_json(**result)
+
+
+def library_versions():
+    versions = {}
+    if libvirt_backend.HAS_LIBVIRT:
+        versions['libvirt-python'] = libvirt_backend.libvirt.getVersion()
+    return versions
+
+
+def new_module(own_options, **kwargs):
+    """An AnsibleModule with the shared options added."""
+    return AnsibleModule(argument_spec=module_options(own_options), **kwargs)

@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Brings one instance to a wanted state through any backend: plan first, then act.
+
+The plan is computed from reads only, so check mode and diff are exact; then
+each step is performed and waited on before the next one starts.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import time
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+    InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.planner import plan_path
+from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+
+# Not a state: "be running, and reboot even if already running".
+REBOOTED = 'rebooted'
+
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+
+# What the caller wants.
+#   identifier:        name or UUID
+#   wanted:            a state of states.TARGET_STATES, or REBOOTED
+#   hard:              use forced transitions (power off without asking the guest)
+#   reboot_type:       'soft' or 'hard' (only with REBOOTED)
+#   shutdown_timeout:  seconds a graceful stop may take before it counts as failed
+#   force_fallback:    after shutdown_timeout, cut the power instead of failing
+#   wait, timeout:     wait for the final step, and the budget of the whole run in seconds
+StateRequest = collections.namedtuple(
+    'StateRequest', 'identifier wanted hard reboot_type shutdown_timeout force_fallback wait timeout')
+
+
+def validate_request(model, request):
+    """Refuse bad or contradictory input before anything is contacted."""
+    if request.wanted != REBOOTED and not model.supports(request.wanted):
+        raise InvalidRequest(
+            "The %s backend cannot reach state '%s'; it supports: %s."
+            % (model.name, request.wanted, ', '.join(s for s in states.TARGET_STATES if model.supports(s))),
+            backend=model.name, wanted=request.wanted)
+    if request.timeout <= 0:
+        raise InvalidRequest('timeout must be a positive number of seconds, got %s.' % request.timeout)
+    if request.shutdown_timeout is not None and request.shutdown_timeout <= 0:
+        raise InvalidRequest('shutdown_timeout must be a positive number of seconds, got %s.'
+                             % request.shutdown_timeout)
+    if request.reboot_type is not None and request.wanted != REBOOTED:
+        raise InvalidRequest("reboot_type only applies to state 'rebooted', not to '%s'." % request.wanted)
+    if request.hard and request.force_fallback:
+        raise InvalidRequest('force_stop_fallback only applies to a graceful stop; stop_method is already hard.')
+    if request.hard and request.shutdown_timeout is not None:
+        raise InvalidRequest('shutdown_timeout only applies to a graceful stop; stop_method is hard.')
+    if request.force_fallback and not request.wait:
+        raise InvalidRequest('force_stop_fallback needs wait=true: the fallback starts when a waited-on '
+                             'graceful stop times out.')
+    if request.shutdown_timeout is not None and request.shutdown_timeout > request.timeout:
+        raise InvalidRequest('shutdown_timeout (%s s) is longer than timeout (%s s), which bounds the whole run.'
+                             % (request.shutdown_timeout, request.timeout))
+
+
+def build_plan(model, current, request):
+    """The transitions that take an instance in state `current` where the request wants it."""
+    if request.wanted != REBOOTED:
+        return plan_path(model, current, request.wanted, hard=request.hard)
+    path = plan_path(model, current, states.RUNNING, hard=request.hard)
+    if any(edge.source == states.STOPPED for edge in path):
+        return path     # it boots from power-off on the way: that is the reboot
+    verb = 'reboot_%s' % (request.reboot_type or 'soft')
+    action = model.action(verb, states.RUNNING)
+    if action is None:
+        raise UnreachableState("The %s backend has no %s reboot." % (model.name, request.reboot_type or 'soft'),
+                               backend=model.name, current=current, wanted=REBOOTED)
+    return path + [action]
+
+
+def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep=time.sleep):
+    """Converge one instance; return the module result (changed, instance, diff).
+
+    On failure, raises a VmopsError whose details carry what was done so far.
+    """
+    model = backend.model
+    validate_request(model, request)
+    deadline = Deadline(request.timeout, clock=clock)
+    waits = dict(clock=clock, sleep=sleep)
+
+    ref = backend.find(request.identifier)
+    if ref is None:
+        if request.wanted == states.ABSENT:
+            return _result(backend, None, request, [], [], None, check_mode, deadline)
+        raise InstanceNotFound("No instance '%s' at %s." % (request.identifier, backend.location()),
+                               identifier=request.identifier, location=backend.location())
+
+    before = backend.observe(ref)
+    if before.task:
+        # Something else is moving it (a shutdown in progress, a Nova task): plan from where it settles.
+        before = wait_until(lambda: backend.observe(ref), lambda o: not o.task, describe,
+                            'instance %s to finish %s' % (before.name, before.task), deadline,
+                            failure=_error_state, **waits)
+
+    steps = build_plan(model, before.state, request)
+    if check_mode or not steps:
+        return _result(backend, before, request, steps, [], before, check_mode, deadline)
+
+    executed = []
+    try:
+        for number, edge in enumerate(steps, start=1):
+            final = number == len(steps)
+            executed.append(_run_step(backend, ref, before.name, edge, request, deadline,
+                                      wait=request.wait or not final, waits=waits))
+    except VmopsError as error:
+        error.details.setdefault('instance', _instance(backend, before, steps, executed,
+                                                        _safe_observe(backend, ref), deadline))
+        raise
+    after = backend.observe(ref)
+    return _result(backend, before, request, steps, executed, after, check_mode, deadline)
+
+
+def _run_step(backend, ref, name, edge, request, deadline, wait, waits):
+    started = time.monotonic()
+    record = {'verb': edge.verb, 'from': edge.source, 'to': edge.target}
+    extra_check = backend.perform(ref, edge.verb)
+    if not wait:
+        record.update(seconds=round(time.monotonic() - started, 3), waited=False)
+        return record
+
+    graceful_budget = deadline
+    if edge.fallback:
+        shutdown_timeout = request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT
+        graceful_budget = Deadline(min(shutdown_timeout, deadline.remaining()), clock=waits['clock'])
+    try:
+        _wait_for(backend, ref, name, edge, extra_check, graceful_budget, waits)
+    except WaitTimeout as timeout:
+        if not edge.fallback:
+            raise
+        if not request.force_fallback:
+            timeout.msg += (' The guest did not complete a graceful %s; set force_stop_fallback=true to cut '
+                            'the power after shutdown_timeout, or stop_method=hard.' % edge.verb)
+            raise
+        record['fallback'] = edge.fallback
+        record['graceful_seconds'] = round(time.monotonic() - started, 3)
+        backend.perform(ref, edge.fallback)
+        _wait_for(backend, ref, name, edge, None, deadline, waits)
+    record['seconds'] = round(time.monotonic() - started, 3)
+    return record
+
+
+def _wait_for(backend, ref, name, edge, extra_check, budget, waits):
+    def ready(observation):
+        return (observation.state == edge.target and not observation.task
+                and (extra_check is None or extra_check(observation)))
+
+    what = 'instance %s to be %s after %s' % (name, edge.target, edge.verb)
+    # Leaving an error state, the first reads may still say error: that is not a new failure.
+    failure = None if edge.source == states.ERROR else _error_state
+    return wait_until(lambda: backend.observe(ref), ready, describe, what, budget,
+                      failure=failure, **waits)
+
+
+def _error_state(observation):
+    if observation.state == states.ERROR:
+        return 'the instance is in error: %s' % (observation.fault or 'no fault message given')
+    return None
+
+
+def _safe_observe(backend, ref):
+    try:
+        return backend.observe(ref)
+    except Exception:  # pylint: disable=broad-except
+        return None     # reporting a failure must not fail again
+
+
+def _instance(backend, before, steps, executed, after, deadline):
+    seen = after or before
+    return {
+        'name': seen.name if seen else None,
+        'id': seen.id if seen else None,
+        'backend': backend.model.name,
+        'location': backend.location(),
+        'state_before': before.state if before else states.ABSENT,
+        'state': after.state if after else states.ABSENT,
+        'plan': [edge.verb for edge in steps],
+        'executed': executed,
+        'elapsed': round(deadline.elapsed(), 3),
+        'details': dict(after.details) if after else {},
+    }
+
+
+def _result(backend, before, request, steps, executed, after, check_mode, deadline):
+    instance = _instance(backend, before, steps, executed, after, deadline)
+    state_before = instance['state_before']
+    state_after = states.RUNNING if request.wanted == REBOOTED else request.wanted
+    if not steps:
+        state_after = state_before
+    diff_after = {'state': state_after}
+    if steps and steps[-1].verb.startswith('reboot_'):
+        diff_after['rebooted'] = True
+    return {
+        'changed': bool(steps),
+        'instance': instance,
+        'diff': {'before': {'state': state_before}, 'after': diff_after},
+    }

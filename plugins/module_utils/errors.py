@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Error types of the collection.
+
+Every failure a module reports is one of these: a message an operator can act
+on, plus structured details that end up beside it in the module result.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class VmopsError(Exception):
+    """Base class: `msg` is for humans, `details` (a dict) goes into the result."""
+
+    def __init__(self, msg, **details):
+        super(VmopsError, self).__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class InvalidRequest(VmopsError):
+    """The arguments are wrong or contradict each other; nothing was touched."""
+
+
+class ConnectionFailed(VmopsError):
+    """The hypervisor or cloud could not be reached; nothing was touched."""
+
+
+class InstanceNotFound(VmopsError):
+    """The named instance does not exist."""
+
+
+class UnreachableState(VmopsError):
+    """No legal sequence of verbs leads from the current state to the wanted one."""
+
+
+class WaitTimeout(VmopsError):
+    """A wait ran out of time; details hold the last state seen and the time spent."""
+
+
+class InstanceFailed(VmopsError):
+    """The instance went into an error state while we waited on it."""
+
+
+class BackendError(VmopsError):
+    """The hypervisor or cloud refused or failed an operation."""

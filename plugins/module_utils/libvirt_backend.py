@@ -1,0 +1,235 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The libvirt backend: one connection per module run, domains found by name or UUID."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import traceback
+import uuid
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Backend, Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, ConnectionFailed
+
+LIBVIRT_IMPORT_ERROR = None
+try:
+    import libvirt
+except ImportError:
+    libvirt = None
+    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+
+HAS_LIBVIRT = libvirt is not None
+
+t = states.transition
+MODEL = states.BackendModel('libvirt', (
+    states.RUNNING, states.STOPPED, states.PAUSED, states.SUSPENDED, states.ERROR, states.ABSENT,
+), (
+    # Declaration order breaks ties between plans of equal length: gentle verbs first.
+    t('start', states.STOPPED, states.RUNNING),
+    t('shutdown', states.RUNNING, states.STOPPED, fallback='destroy'),
+    t('destroy', states.RUNNING, states.STOPPED, forced=True),
+    t('pause', states.RUNNING, states.PAUSED),
+    t('resume', states.PAUSED, states.RUNNING),
+    t('managed_save', states.RUNNING, states.SUSPENDED),
+    t('managed_save', states.PAUSED, states.SUSPENDED),
+    t('restore', states.SUSPENDED, states.RUNNING),
+    t('destroy', states.PAUSED, states.STOPPED, forced=True),
+    t('discard_saved_state', states.SUSPENDED, states.STOPPED, forced=True),
+    t('undefine', states.STOPPED, states.ABSENT),
+    t('undefine_discarding_saved_state', states.SUSPENDED, states.ABSENT, forced=True),
+    t('destroy', states.ERROR, states.STOPPED, forced=True),
+    t('reboot_soft', states.RUNNING, states.RUNNING),
+    t('reboot_hard', states.RUNNING, states.RUNNING),
+))
+
+
+def _uuid_or_none(text):
+    try:
+        return str(uuid.UUID(text))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+class _RebootWatch(object):
+    """Counts libvirt reboot events per domain, so a soft reboot is done only when the guest did it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {}
+
+    def on_reboot(self, conn, dom, opaque):  # signature fixed by libvirt; pylint: disable=unused-argument
+        with self._lock:
+            self._counts[dom.UUIDString()] = self._counts.get(dom.UUIDString(), 0) + 1
+
+    def count(self, domain_uuid):
+        with self._lock:
+            return self._counts.get(domain_uuid, 0)
+
+
+_EVENT_LOOP = {'started': False}
+
+
+def _start_event_loop():
+    """libvirt delivers events only to a process that runs its event loop; once per process."""
+    if _EVENT_LOOP['started']:
+        return
+    libvirt.virEventRegisterDefaultImpl()
+
+    def run():
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
+    threading.Thread(target=run, name='libvirt-events', daemon=True).start()
+    _EVENT_LOOP['started'] = True
+
+
+class LibvirtBackend(Backend):
+    model = MODEL
+
+    def __init__(self, uri):
+        self.uri = uri
+        self._reboots = _RebootWatch()
+        self._callback_id = None
+        # libvirt prints every error to stderr by default; we report them ourselves.
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        _start_event_loop()     # must precede open() for the connection to get events
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as error:
+            raise ConnectionFailed('Cannot connect to libvirt at %s: %s' % (uri, error.get_error_message()),
+                                   uri=uri, libvirt_error_code=error.get_error_code())
+        self._callback_id = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboots.on_reboot, None)
+
+    def close(self):
+        if self.conn is None:
+            return
+        try:
+            if self._callback_id is not None:
+                self.conn.domainEventDeregisterAny(self._callback_id)
+        finally:
+            self.conn.close()
+            self.conn = None
+
+    def location(self):
+        return self.uri
+
+    def find(self, identifier):
+        """Look the domain up by UUID (if it looks like one), then by name; never list all domains."""
+        lookups = [self.conn.lookupByName]
+        if _uuid_or_none(identifier):
+            lookups.insert(0, lambda text: self.conn.lookupByUUIDString(_uuid_or_none(text)))
+        for lookup in lookups:
+            try:
+                return lookup(identifier)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise BackendError('Looking up domain %s at %s failed: %s'
+                                       % (identifier, self.uri, error.get_error_message()))
+        return None
+
+    def observe(self, ref):
+        try:
+            name, domain_uuid = ref.name(), ref.UUIDString()
+            code, reason = ref.state()
+            saved = code == libvirt.VIR_DOMAIN_SHUTOFF and ref.hasManagedSaveImage(0)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return Observation(name, domain_uuid, states.ABSENT, None, None, {})
+            raise BackendError('Reading the state of %s failed: %s' % (ref.name(), error.get_error_message()))
+        state, task, fault = _interpret(code, reason, saved)
+        details = {'libvirt_state': _STATE_NAMES.get(code, str(code)), 'libvirt_reason': reason,
+                   'persistent': bool(ref.isPersistent()), 'reboots_seen': self._reboots.count(domain_uuid)}
+        return Observation(name, domain_uuid, state, task, fault, details)
+
+    def perform(self, ref, verb):
+        action = getattr(self, '_verb_' + verb)
+        try:
+            return action(ref)
+        except libvirt.libvirtError as error:
+            raise BackendError('libvirt refused %s of %s: %s' % (verb, ref.name(), error.get_error_message()),
+                               verb=verb, libvirt_error_code=error.get_error_code())
+
+    # One method per verb of MODEL.  Each returns None, or an extra readiness check.
+
+    def _verb_start(self, dom):
+        dom.create()
+
+    _verb_restore = _verb_start     # starting a domain that has a managed save image restores it
+
+    def _verb_shutdown(self, dom):
+        dom.shutdown()      # libvirt picks the guest agent if the domain has one, else the ACPI power button
+
+    def _verb_destroy(self, dom):
+        dom.destroy()
+
+    def _verb_pause(self, dom):
+        dom.suspend()
+
+    def _verb_resume(self, dom):
+        dom.resume()
+
+    def _verb_managed_save(self, dom):
+        # Whatever state it was saved from, a restore should bring the guest back running.
+        dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+    def _verb_discard_saved_state(self, dom):
+        dom.managedSaveRemove(0)
+
+    def _verb_undefine(self, dom):
+        # Disks and NVRAM stay on the host: removing the definition must never delete data.
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+
+    def _verb_undefine_discarding_saved_state(self, dom):
+        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+
+    def _verb_reboot_soft(self, dom):
+        seen = self._reboots.count(dom.UUIDString())
+        dom.reboot(0)   # asks the guest (agent or ACPI); done when libvirt reports the reset
+        return lambda observation: observation.details.get('reboots_seen', 0) > seen
+
+    def _verb_reboot_hard(self, dom):
+        dom.reset(0)
+
+
+_STATE_NAMES = {}
+_BUSY_PAUSE_REASONS = {}
+if HAS_LIBVIRT:
+    _STATE_NAMES = {
+        libvirt.VIR_DOMAIN_NOSTATE: 'nostate', libvirt.VIR_DOMAIN_RUNNING: 'running',
+        libvirt.VIR_DOMAIN_BLOCKED: 'blocked', libvirt.VIR_DOMAIN_PAUSED: 'paused',
+        libvirt.VIR_DOMAIN_SHUTDOWN: 'shutdown', libvirt.VIR_DOMAIN_SHUTOFF: 'shutoff',
+        libvirt.VIR_DOMAIN_CRASHED: 'crashed', libvirt.VIR_DOMAIN_PMSUSPENDED: 'pmsuspended',
+    }
+    # libvirt pauses a guest by itself while it works on it; such a pause is a task, not a state.
+    _BUSY_PAUSE_REASONS = {
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION: 'migrating', libvirt.VIR_DOMAIN_PAUSED_SAVE: 'saving',
+        libvirt.VIR_DOMAIN_PAUSED_DUMP: 'dumping', libvirt.VIR_DOMAIN_PAUSED_SNAPSHOT: 'snapshotting',
+        libvirt.VIR_DOMAIN_PAUSED_SHUTTING_DOWN: 'shutting_down',
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP: 'starting_up',
+    }
+
+
+def _interpret(code, reason, has_saved_image):
+    """Map libvirt's (state, reason) to the core's (state, task, fault)."""
+    if code in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+        return states.RUNNING, None, None
+    if code == libvirt.VIR_DOMAIN_PAUSED:
+        if reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
+            return states.ERROR, None, 'paused by the hypervisor after a disk I/O error'
+        if reason in _BUSY_PAUSE_REASONS:
+            return states.PAUSED, _BUSY_PAUSE_REASONS[reason], None
+        return states.PAUSED, None, None
+    if code == libvirt.VIR_DOMAIN_SHUTDOWN:
+        return states.RUNNING, 'shutting_down', None
+    if code == libvirt.VIR_DOMAIN_SHUTOFF:
+        return (states.SUSPENDED if has_saved_image else states.STOPPED), None, None
+    if code == libvirt.VIR_DOMAIN_CRASHED:
+        return states.ERROR, None, 'the guest crashed'
+    if code == libvirt.VIR_DOMAIN_PMSUSPENDED:
+        return states.ERROR, None, 'the guest put itself to sleep (ACPI S3); wake it with virsh dompmwakeup'
+    return states.RUNNING, 'unknown', None     # NOSTATE: libvirt does not know yet; wait for it

@@ -1,0 +1,187 @@
+# -*- coding: utf-8 -*-
+"""The engine (plan, check mode, execute, wait, fallback) against an in-memory fake backend."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Backend, Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (
+    REBOOTED, StateRequest, ensure_state)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+    InstanceFailed, InstanceNotFound, InvalidRequest, WaitTimeout)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL
+
+
+class FakeClock(object):
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class FakeBackend(Backend):
+    """Follows the libvirt model; `lag` reads pass before a verb shows; `ignore` verbs never take effect."""
+    model = MODEL
+
+    def __init__(self, state, lag=0, ignore=(), error_on=None):
+        self.state = state
+        self.pending = None
+        self.lag = lag
+        self.ignore = set(ignore)
+        self.error_on = error_on
+        self.performed = []
+        self.reboots = 0
+
+    def location(self):
+        return 'fake:///'
+
+    def find(self, identifier):
+        return None if self.state == states.ABSENT else identifier
+
+    def observe(self, ref):
+        if self.pending:
+            countdown, target = self.pending
+            if countdown <= 0:
+                self.state, self.pending = target, None
+            else:
+                self.pending = (countdown - 1, target)
+        fault = 'disk on fire' if self.state == states.ERROR else None
+        return Observation(ref, 'uuid-1', self.state, None, fault, {'reboots': self.reboots})
+
+    def perform(self, ref, verb):
+        self.performed.append(verb)
+        if verb in self.ignore:
+            return None
+        if verb == self.error_on:
+            self.pending = (self.lag, states.ERROR)
+            return None
+        if verb.startswith('reboot'):
+            self.reboots += 1
+            return None
+        edge = [e for e in MODEL.transitions if e.verb == verb and e.source == self.state][0]
+        self.pending = (self.lag, edge.target)
+        return None
+
+
+def request(wanted, **overrides):
+    fields = dict(identifier='vm1', wanted=wanted, hard=False, reboot_type=None, shutdown_timeout=None,
+                  force_fallback=False, wait=True, timeout=60)
+    fields.update(overrides)
+    return StateRequest(**fields)
+
+
+def converge(backend, wanted, check_mode=False, **overrides):
+    clock = FakeClock()
+    return ensure_state(backend, request(wanted, **overrides), check_mode=check_mode,
+                        clock=clock, sleep=clock.sleep)
+
+
+def test_already_there_is_unchanged_and_touches_nothing():
+    backend = FakeBackend(states.PAUSED)
+    result = converge(backend, states.PAUSED)
+    assert result['changed'] is False
+    assert backend.performed == []
+    assert result['diff'] == {'before': {'state': 'paused'}, 'after': {'state': 'paused'}}
+
+
+def test_check_mode_reports_the_plan_and_performs_nothing():
+    backend = FakeBackend(states.SUSPENDED)
+    result = converge(backend, states.PAUSED, check_mode=True)
+    assert result['changed'] is True
+    assert result['instance']['plan'] == ['restore', 'pause']
+    assert result['instance']['executed'] == []
+    assert result['instance']['state'] == 'suspended'
+    assert backend.performed == []
+    assert result['diff']['after'] == {'state': 'paused'}
+
+
+def test_apply_runs_the_plan_waiting_on_each_step():
+    backend = FakeBackend(states.SUSPENDED, lag=3)
+    result = converge(backend, states.PAUSED)
+    assert backend.performed == ['restore', 'pause']
+    assert [s['verb'] for s in result['instance']['executed']] == ['restore', 'pause']
+    assert result['instance']['state_before'] == 'suspended'
+    assert result['instance']['state'] == 'paused'
+
+
+def test_missing_instance_is_fine_for_absent_and_an_error_otherwise():
+    assert converge(FakeBackend(states.ABSENT), states.ABSENT)['changed'] is False
+    with pytest.raises(InstanceNotFound) as caught:
+        converge(FakeBackend(states.ABSENT), states.RUNNING)
+    assert "No instance 'vm1' at fake:///" in caught.value.msg
+
+
+def test_graceful_stop_that_times_out_fails_with_a_hint_and_does_not_cut_power():
+    backend = FakeBackend(states.RUNNING, ignore={'shutdown'})
+    with pytest.raises(WaitTimeout) as caught:
+        converge(backend, states.STOPPED, shutdown_timeout=5)
+    assert backend.performed == ['shutdown']
+    assert 'force_stop_fallback' in caught.value.msg
+    assert caught.value.details['instance']['state'] == 'running'
+
+
+def test_graceful_stop_falls_back_to_power_off_when_asked():
+    backend = FakeBackend(states.RUNNING, ignore={'shutdown'})
+    result = converge(backend, states.STOPPED, shutdown_timeout=5, force_fallback=True)
+    assert backend.performed == ['shutdown', 'destroy']
+    step = result['instance']['executed'][0]
+    assert step['fallback'] == 'destroy'
+    assert result['instance']['state'] == 'stopped'
+
+
+def test_hard_stop_destroys_directly():
+    backend = FakeBackend(states.PAUSED)
+    converge(backend, states.STOPPED, hard=True)
+    assert backend.performed == ['destroy']
+
+
+def test_error_during_a_step_fails_fast_with_fault_and_partial_progress():
+    backend = FakeBackend(states.SUSPENDED, lag=1, error_on='pause')
+    with pytest.raises(InstanceFailed) as caught:
+        converge(backend, states.PAUSED)
+    assert 'disk on fire' in caught.value.msg
+    assert [s['verb'] for s in caught.value.details['instance']['executed']] == ['restore']
+
+
+def test_reboot_always_acts_and_a_stopped_instance_just_boots():
+    running = FakeBackend(states.RUNNING)
+    assert converge(running, REBOOTED)['instance']['plan'] == ['reboot_soft']
+    assert converge(running, REBOOTED, reboot_type='hard')['changed'] is True
+    assert running.performed == ['reboot_soft', 'reboot_hard']
+    stopped = FakeBackend(states.STOPPED)
+    assert converge(stopped, REBOOTED)['instance']['plan'] == ['start']
+    paused = FakeBackend(states.PAUSED)
+    assert converge(paused, REBOOTED)['instance']['plan'] == ['resume', 'reboot_soft']
+
+
+def test_no_wait_skips_only_the_last_wait():
+    backend = FakeBackend(states.SUSPENDED, lag=2)
+    result = converge(backend, states.PAUSED, wait=False)
+    executed = result['instance']['executed']
+    assert 'waited' not in executed[0] and executed[1]['waited'] is False
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(wanted='shelved'), "cannot reach state 'shelved'"),
+    (dict(wanted='running', reboot_type='hard'), "reboot_type only applies to state 'rebooted'"),
+    (dict(wanted='stopped', hard=True, force_fallback=True), 'stop_method is already hard'),
+    (dict(wanted='stopped', hard=True, shutdown_timeout=10), 'shutdown_timeout only applies'),
+    (dict(wanted='stopped', force_fallback=True, wait=False), 'force_stop_fallback needs wait=true'),
+    (dict(wanted='stopped', shutdown_timeout=500), 'longer than timeout'),
+    (dict(wanted='stopped', timeout=0), 'timeout must be a positive'),
+])
+def test_bad_input_is_refused_before_anything_is_touched(overrides, message):
+    backend = FakeBackend(states.RUNNING)
+    wanted = overrides.pop('wanted')
+    with pytest.raises(InvalidRequest) as caught:
+        converge(backend, wanted, **overrides)
+    assert message in caught.value.msg
+    assert backend.performed == []
