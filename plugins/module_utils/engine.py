@@ -111,8 +111,10 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
     try:
         for number, edge in enumerate(steps, start=1):
             final = number == len(steps)
-            executed.append(_run_step(backend, ref, before.name, edge, request, deadline,
-                                      wait=request.wait or not final, waits=waits))
+            record = {'verb': edge.verb, 'from': edge.source, 'to': edge.target}
+            executed.append(record)     # before acting: a verb sent counts as done to, even if its wait fails
+            _run_step(backend, ref, before.name, edge, record, request, deadline,
+                      wait=request.wait or not final, waits=waits)
     except VmopsError as error:
         error.details.setdefault('instance', _instance(backend, before, steps, executed,
                                                         _safe_observe(backend, ref), deadline))
@@ -121,13 +123,13 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
     return _result(backend, before, request, steps, executed, after, check_mode, deadline)
 
 
-def _run_step(backend, ref, name, edge, request, deadline, wait, waits):
+def _run_step(backend, ref, name, edge, record, request, deadline, wait, waits):
+    """Perform one transition and wait for it, filling in `record` as it goes."""
     started = time.monotonic()
-    record = {'verb': edge.verb, 'from': edge.source, 'to': edge.target}
     extra_check = backend.perform(ref, edge.verb)
     if not wait:
         record.update(seconds=round(time.monotonic() - started, 3), waited=False)
-        return record
+        return
 
     graceful_budget = deadline
     if edge.fallback:
@@ -147,7 +149,6 @@ def _run_step(backend, ref, name, edge, request, deadline, wait, waits):
         backend.perform(ref, edge.fallback)
         _wait_for(backend, ref, name, edge, None, deadline, waits)
     record['seconds'] = round(time.monotonic() - started, 3)
-    return record
 
 
 def _wait_for(backend, ref, name, edge, extra_check, budget, waits):
@@ -156,6 +157,8 @@ def _wait_for(backend, ref, name, edge, extra_check, budget, waits):
                 and (extra_check is None or extra_check(observation)))
 
     what = 'instance %s to be %s after %s' % (name, edge.target, edge.verb)
+    if extra_check is not None and getattr(extra_check, 'waiting_for', None):
+        what += ' (%s)' % extra_check.waiting_for
     # Leaving an error state, the first reads may still say error: that is not a new failure.
     failure = None if edge.source == states.ERROR else _error_state
     return wait_until(lambda: backend.observe(ref), ready, describe, what, budget,

@@ -180,17 +180,24 @@ class LibvirtBackend(Backend):
     def _verb_discard_saved_state(self, dom):
         dom.managedSaveRemove(0)
 
-    def _verb_undefine(self, dom):
+    def _verb_undefine(self, dom, flags=0):
         # Disks and NVRAM stay on the host: removing the definition must never delete data.
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+        # (KEEP_NVRAM is passed only when there is one: not every driver accepts the flag.)
+        if '<nvram' in dom.XMLDesc(0):
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        dom.undefineFlags(flags)
 
     def _verb_undefine_discarding_saved_state(self, dom):
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM)
+        self._verb_undefine(dom, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
 
     def _verb_reboot_soft(self, dom):
         seen = self._reboots.count(dom.UUIDString())
         dom.reboot(0)   # asks the guest (agent or ACPI); done when libvirt reports the reset
-        return lambda observation: observation.details.get('reboots_seen', 0) > seen
+
+        def rebooted(observation):
+            return observation.details.get('reboots_seen', 0) > seen
+        rebooted.waiting_for = 'the guest to reboot: no reboot event from libvirt yet'
+        return rebooted
 
     def _verb_reboot_hard(self, dom):
         dom.reset(0)

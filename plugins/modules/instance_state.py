@@ -15,7 +15,7 @@ description:
   - Reads the instance's current state, plans the shortest legal sequence of operations to the
     wanted state, then performs them one by one, waiting on each.
   - On libvirt the states are V(running), V(stopped) (shut off), V(paused) (guest kept in the host's
-    memory; fast to resume; lost if the host reboots), V(suspended) (libvirt managed save: guest
+    memory, fast to resume, lost if the host reboots), V(suspended) (libvirt managed save, guest
     memory saved to disk, survives a host reboot) and V(absent) (undefined).
   - For example, on libvirt V(suspended) to V(paused) is restore, then pause; V(paused) to
     V(stopped) is resume, then a graceful shutdown.
@@ -35,7 +35,7 @@ options:
   state:
     description:
       - The state the instance should be in.
-      - V(rebooted) always acts: it reboots a running instance (see O(reboot_type)) and starts one
+      - V(rebooted) always acts. It reboots a running instance (see O(reboot_type)) and starts one
         that is off; a paused or suspended one is brought back to running, then rebooted.
       - V(shelved), V(shelved_offloaded) and V(rescued) exist for the OpenStack backend; the libvirt
         backend refuses them with an error before touching anything.

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts sourcing this
 # Shared settings and helpers of the libvirt sandbox scripts (sourced by up, down, build-guest).
 
 VMOPS_SANDBOX_DIR=${VMOPS_SANDBOX_DIR:-/var/tmp/vmops-sandbox}
@@ -40,16 +40,20 @@ pid_alive() {
   printf '%s\n' "$pid"
 }
 
-# stop_pid PID [TIMEOUT_S]: SIGTERM, wait, then SIGKILL.
-stop_pid() {
-  local pid=$1 timeout=${2:-10} i
-  kill -TERM "$pid" 2>/dev/null || return 0
+# stop_pids TIMEOUT_S PID...: SIGTERM to all, wait for all, then SIGKILL the ones left.
+stop_pids() {
+  local timeout=$1 pid i left
+  shift
+  (($#)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
   for ((i = 0; i < timeout * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    left=()
+    for pid in "$@"; do kill -0 "$pid" 2>/dev/null && left+=("$pid"); done
+    ((${#left[@]})) || return 0
     sleep 0.1
   done
-  log "pid $pid did not stop after ${timeout}s: SIGKILL"
-  kill -KILL "$pid" 2>/dev/null || true
+  log "pid(s) ${left[*]} did not stop after ${timeout}s: SIGKILL"
+  kill -KILL "${left[@]}" 2>/dev/null || true
 }
 
 # Hosts with a state dir, as numbers, sorted.
@@ -60,4 +64,15 @@ known_hosts() {
     d=${d##*/h}
     [[ $d =~ ^[0-9]+$ ]] && printf '%s\n' "$d"
   done | sort -n
+}
+
+# Paths end up in URIs, configs and single-quoted env files: keep them plain.
+[[ $VMOPS_SANDBOX_DIR =~ ^/[A-Za-z0-9._/+-]+$ ]] \
+  || die "VMOPS_SANDBOX_DIR must be an absolute path of letters, digits and ._/+- ($VMOPS_SANDBOX_DIR)"
+
+# take_lock: serialises up/down runs (fd 9; the daemons are started with it closed).
+take_lock() {
+  mkdir -p "$VMOPS_SANDBOX_DIR"
+  exec 9>"$VMOPS_SANDBOX_DIR/.lock"
+  flock -w 300 9 || die "another up/down holds $VMOPS_SANDBOX_DIR/.lock"
 }

@@ -126,6 +126,7 @@ def test_graceful_stop_that_times_out_fails_with_a_hint_and_does_not_cut_power()
     assert backend.performed == ['shutdown']
     assert 'force_stop_fallback' in caught.value.msg
     assert caught.value.details['instance']['state'] == 'running'
+    assert caught.value.details['instance']['executed'][0]['verb'] == 'shutdown'   # it was sent: changed
 
 
 def test_graceful_stop_falls_back_to_power_off_when_asked():
@@ -148,7 +149,7 @@ def test_error_during_a_step_fails_fast_with_fault_and_partial_progress():
     with pytest.raises(InstanceFailed) as caught:
         converge(backend, states.PAUSED)
     assert 'disk on fire' in caught.value.msg
-    assert [s['verb'] for s in caught.value.details['instance']['executed']] == ['restore']
+    assert [s['verb'] for s in caught.value.details['instance']['executed']] == ['restore', 'pause']
 
 
 def test_reboot_always_acts_and_a_stopped_instance_just_boots():
