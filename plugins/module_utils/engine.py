@@ -116,8 +116,8 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
             _run_step(backend, ref, before.name, edge, record, request, deadline,
                       wait=request.wait or not final, waits=waits)
     except VmopsError as error:
-        error.details.setdefault('instance', _instance(backend, before, steps, executed,
-                                                        _safe_observe(backend, ref), deadline))
+        progress = _instance(backend, before, steps, executed, _safe_observe(backend, ref), deadline)
+        error.details.setdefault('instance', progress)
         raise
     after = backend.observe(ref)
     return _result(backend, before, request, steps, executed, after, check_mode, deadline)

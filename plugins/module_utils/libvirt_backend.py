@@ -133,14 +133,14 @@ class LibvirtBackend(Backend):
         return None
 
     def observe(self, ref):
+        name, domain_uuid = ref.name(), ref.UUIDString()     # kept client-side: no call to libvirtd
         try:
-            name, domain_uuid = ref.name(), ref.UUIDString()
             code, reason = ref.state()
             saved = code == libvirt.VIR_DOMAIN_SHUTOFF and ref.hasManagedSaveImage(0)
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return Observation(name, domain_uuid, states.ABSENT, None, None, {})
-            raise BackendError('Reading the state of %s failed: %s' % (ref.name(), error.get_error_message()))
+            raise BackendError('Reading the state of %s failed: %s' % (name, error.get_error_message()))
         state, task, fault = _interpret(code, reason, saved)
         details = {'libvirt_state': _STATE_NAMES.get(code, str(code)), 'libvirt_reason': reason,
                    'persistent': bool(ref.isPersistent()), 'reboots_seen': self._reboots.count(domain_uuid)}

@@ -24,7 +24,7 @@ description:
     say so.
   - V(absent) removes the instance's definition only; its disks stay where they are.
 author:
-  - vmops.lifecycle contributors
+  - vmops.lifecycle contributors (@vmops-lifecycle)
 options:
   name:
     description:
@@ -74,9 +74,11 @@ extends_documentation_fragment:
   - vmops.lifecycle.wait
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports the plan it would run; touches nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the state before and after.
 notes:
