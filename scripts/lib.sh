@@ -35,4 +35,10 @@ sandbox_up() {
   set +a
 }
 
+# True if the libvirt sandbox's first host is up (then this run did not start it).
+sandbox_running() {
+  local pid_file=${VMOPS_SANDBOX_DIR:-/var/tmp/vmops-sandbox}/libvirt/h1/libvirtd.pid
+  [[ -s $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
+}
+
 step() { printf '\n=== %s ===\n' "$*"; }

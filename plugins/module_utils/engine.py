@@ -108,35 +108,40 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
         return _result(backend, before, request, steps, [], before, check_mode, deadline)
 
     executed = []
+    after = None
     try:
         for number, edge in enumerate(steps, start=1):
             final = number == len(steps)
             record = {'verb': edge.verb, 'from': edge.source, 'to': edge.target}
             executed.append(record)     # before acting: a verb sent counts as done to, even if its wait fails
-            _run_step(backend, ref, before.name, edge, record, request, deadline,
-                      wait=request.wait or not final, waits=waits)
+            after = _run_step(backend, ref, before.name, edge, record, request, deadline,
+                              wait=request.wait or not final, waits=waits)
     except VmopsError as error:
         progress = _instance(backend, before, steps, executed, _safe_observe(backend, ref), deadline)
         error.details.setdefault('instance', progress)
         raise
-    after = backend.observe(ref)
+    if after is None:       # the last step was not waited on: read where it stands now
+        after = backend.observe(ref)
     return _result(backend, before, request, steps, executed, after, check_mode, deadline)
 
 
 def _run_step(backend, ref, name, edge, record, request, deadline, wait, waits):
-    """Perform one transition and wait for it, filling in `record` as it goes."""
+    """Perform one transition and wait for it, filling in `record` as it goes.
+
+    Returns the observation that ended the wait, or None when not waiting.
+    """
     started = time.monotonic()
     extra_check = backend.perform(ref, edge.verb)
     if not wait:
         record.update(seconds=round(time.monotonic() - started, 3), waited=False)
-        return
+        return None
 
     graceful_budget = deadline
     if edge.fallback:
         shutdown_timeout = request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT
         graceful_budget = Deadline(min(shutdown_timeout, deadline.remaining()), clock=waits['clock'])
     try:
-        _wait_for(backend, ref, name, edge, extra_check, graceful_budget, waits)
+        reached = _wait_for(backend, ref, name, edge, extra_check, graceful_budget, waits)
     except WaitTimeout as timeout:
         if not edge.fallback:
             raise
@@ -147,8 +152,9 @@ def _run_step(backend, ref, name, edge, record, request, deadline, wait, waits):
         record['fallback'] = edge.fallback
         record['graceful_seconds'] = round(time.monotonic() - started, 3)
         backend.perform(ref, edge.fallback)
-        _wait_for(backend, ref, name, edge, None, deadline, waits)
+        reached = _wait_for(backend, ref, name, edge, None, deadline, waits)
     record['seconds'] = round(time.monotonic() - started, 3)
+    return reached
 
 
 def _wait_for(backend, ref, name, edge, extra_check, budget, waits):

@@ -142,8 +142,9 @@ class LibvirtBackend(Backend):
                 return Observation(name, domain_uuid, states.ABSENT, None, None, {})
             raise BackendError('Reading the state of %s failed: %s' % (name, error.get_error_message()))
         state, task, fault = _interpret(code, reason, saved)
+        # One state() call per poll (plus hasManagedSaveImage() when shut off): waits stay cheap.
         details = {'libvirt_state': _STATE_NAMES.get(code, str(code)), 'libvirt_reason': reason,
-                   'persistent': bool(ref.isPersistent()), 'reboots_seen': self._reboots.count(domain_uuid)}
+                   'reboots_seen': self._reboots.count(domain_uuid)}
         return Observation(name, domain_uuid, state, task, fault, details)
 
     def perform(self, ref, verb):

@@ -1,0 +1,54 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts sourcing this
+# Shared settings and helpers of sandbox/openstack/{install,up,down}.
+
+VMOPS_SANDBOX_DIR=${VMOPS_SANDBOX_DIR:-/var/tmp/vmops-sandbox}
+OS_STATE=$VMOPS_SANDBOX_DIR/openstack
+OS_RUN=$OS_STATE/run
+OS_LOG=$OS_STATE/log
+OS_ETC=$OS_STATE/etc
+
+log() { printf '%s: %s\n' "openstack/$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+need_root() { ((EUID == 0)) || die "must run as root"; }
+
+[[ $VMOPS_SANDBOX_DIR =~ ^/[A-Za-z0-9._/+-]+$ ]] \
+  || die "VMOPS_SANDBOX_DIR must be an absolute path of letters, digits and ._/+- ($VMOPS_SANDBOX_DIR)"
+
+# pid_of NAME: prints the pid recorded in $OS_RUN/NAME.pid when that process is alive and still
+# the one we started (its environment carries VMOPS_OS_SERVICE=NAME, so a recycled pid never
+# matches).
+pid_of() {
+  local name=$1 f=$OS_RUN/$1.pid pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/environ ]] || return 1
+  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "VMOPS_OS_SERVICE=$name" || return 1
+  printf '%s\n' "$pid"
+}
+
+# stop_pids TIMEOUT_S PID...: SIGTERM to all, wait, SIGKILL what is left.
+stop_pids() {
+  local timeout=$1 pid i left
+  shift
+  (($#)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for ((i = 0; i < timeout * 10; i++)); do
+    left=()
+    for pid in "$@"; do
+      if kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+        left+=("$pid")
+      fi
+    done
+    ((${#left[@]})) || return 0
+    sleep 0.1
+  done
+  log "pid(s) ${left[*]} did not stop after ${timeout}s: SIGKILL"
+  kill -KILL "${left[@]}" 2>/dev/null || true
+}
+
+# take_lock: serialises up/down (fd 8; daemons are started with it closed).
+take_lock() {
+  mkdir -p "$OS_STATE"
+  exec 8>"$OS_STATE/.lock"
+  flock -w 600 8 || die "another up/down holds $OS_STATE/.lock"
+}
