@@ -41,4 +41,15 @@ sandbox_running() {
   [[ -s $pid_file ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null
 }
 
+VMOPS_CLOUDS_YAML=${VMOPS_SANDBOX_DIR:-/var/tmp/vmops-sandbox}/openstack/clouds.yaml
+export VMOPS_CLOUDS_YAML
+
+# True if the OpenStack sandbox's keystone answers (then this run did not start it).
+cloud_running() {
+  [[ -s $VMOPS_CLOUDS_YAML ]] && python - "$VMOPS_CLOUDS_YAML" <<'PY' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen('http://127.0.0.1:5000/v3', timeout=3)
+PY
+}
+
 step() { printf '\n=== %s ===\n' "$*"; }

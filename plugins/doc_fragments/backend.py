@@ -13,8 +13,9 @@ options:
   backend:
     description:
       - Which backend manages the instance.
-      - V(auto) picks V(libvirt) (the only backend of this release).
+      - V(auto) picks V(openstack) when O(cloud) or O(auth) is set, else V(libvirt).
+        Setting both O(libvirt_uri) and O(cloud)/O(auth) with V(auto) is refused as ambiguous.
     type: str
-    choices: [auto, libvirt]
+    choices: [auto, libvirt, openstack]
     default: auto
 '''

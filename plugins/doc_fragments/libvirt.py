@@ -17,9 +17,9 @@ options:
         V(qemu+tcp://host/system) or V(qemu+tls://host/system).
       - Any URI libvirt accepts works; authentication is libvirt's own (SSH keys, TLS certificates,
         SASL). One connection is opened per module run and closed at the end.
+      - Defaults to V(qemu:///system) when the libvirt backend is used.
     type: str
-    default: qemu:///system
     aliases: [uri]
 requirements:
-  - libvirt-python >= 9.0 on the host that runs the module (it talks to libvirtd)
+  - libvirt-python >= 9.0 on the host that runs the module, for the libvirt backend
 '''

@@ -37,8 +37,10 @@ class Backend(object):
     Subclasses set `model` (a states.BackendModel) and implement:
       find(identifier)      -> a reference to the instance, or None if it does not exist
       observe(ref)          -> Observation (read-only; state ABSENT once the instance is gone)
-      perform(ref, verb)    -> None, or a predicate on Observation that must also hold before
-                               the verb counts as done (e.g. "the guest really rebooted")
+      perform(ref, verb, options)
+                            -> None, or a predicate on Observation that must also hold before
+                               the verb counts as done (e.g. "the guest really rebooted");
+                               `options` carries verb arguments (lock_reason for 'lock')
       location()            -> where the backend points (URI, cloud name), for messages
     """
 
@@ -54,13 +56,17 @@ class Backend(object):
     def close(self):
         """Release the connection; safe to call more than once."""
 
+    def request_count(self):
+        """API requests sent so far in this run, if the backend counts them (else None)."""
+        return None
+
     def find(self, identifier):
         raise NotImplementedError
 
     def observe(self, ref):
         raise NotImplementedError
 
-    def perform(self, ref, verb):
+    def perform(self, ref, verb, options=None):
         raise NotImplementedError
 
     def location(self):

@@ -17,20 +17,39 @@ import copy
 import sys
 import traceback
 
+from importlib import metadata as importlib_metadata
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_backend, openstack_backend
 from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
     ConnectionFailed, InvalidRequest, VmopsError)
 
+DEFAULT_LIBVIRT_URI = 'qemu:///system'
+
 # doc fragment vmops.lifecycle.backend
 BACKEND_OPTIONS = dict(
-    backend=dict(type='str', default='auto', choices=['auto', 'libvirt']),
+    backend=dict(type='str', default='auto', choices=['auto', 'libvirt', 'openstack']),
 )
 
 # doc fragment vmops.lifecycle.libvirt
 LIBVIRT_OPTIONS = dict(
-    libvirt_uri=dict(type='str', default='qemu:///system', aliases=['uri']),
+    libvirt_uri=dict(type='str', aliases=['uri']),
+)
+
+# doc fragment vmops.lifecycle.openstack: names, aliases and meaning as in the openstack.cloud collection
+OPENSTACK_OPTIONS = dict(
+    cloud=dict(type='raw'),
+    auth=dict(type='dict', no_log=True),
+    auth_type=dict(type='str'),
+    region_name=dict(type='str'),
+    validate_certs=dict(type='bool', aliases=['verify']),
+    ca_cert=dict(type='str', aliases=['cacert']),
+    client_cert=dict(type='str', aliases=['cert']),
+    client_key=dict(type='str', no_log=True, aliases=['key']),
+    api_timeout=dict(type='int'),
+    interface=dict(type='str', default='public', choices=['admin', 'internal', 'public'],
+                   aliases=['endpoint_type']),
 )
 
 # doc fragment vmops.lifecycle.wait
@@ -43,29 +62,43 @@ WAIT_OPTIONS = dict(
 def module_options(own_options):
     """The module's own argument spec plus every shared option (deep copies: specs get mutated)."""
     spec = {}
-    for shared in (BACKEND_OPTIONS, LIBVIRT_OPTIONS, WAIT_OPTIONS):
+    for shared in (BACKEND_OPTIONS, LIBVIRT_OPTIONS, OPENSTACK_OPTIONS, WAIT_OPTIONS):
         spec.update(copy.deepcopy(shared))
     spec.update(own_options)
     return spec
 
 
 def chosen_backend(params):
-    """Which backend the options point at.  Only libvirt exists so far; 'auto' will learn OpenStack."""
-    return 'libvirt' if params['backend'] in ('auto', 'libvirt') else params['backend']
+    """Which backend the options point at: `backend`, or with 'auto' the connection options given."""
+    openstack_given = params.get('cloud') is not None or params.get('auth') is not None
+    libvirt_given = params.get('libvirt_uri') is not None
+    if params['backend'] == 'auto':
+        if openstack_given and libvirt_given:
+            raise InvalidRequest('Both libvirt_uri and OpenStack options (cloud/auth) are set; '
+                                 'set backend to say which one is meant.')
+        return 'openstack' if openstack_given else 'libvirt'
+    if params['backend'] == 'libvirt' and openstack_given and not libvirt_given:
+        raise InvalidRequest('backend=libvirt but only OpenStack options (cloud/auth) are set.')
+    return params['backend']
 
 
 def open_backend(module):
     """Open the chosen backend's one connection for this run (close it with `with`)."""
-    if chosen_backend(module.params) == 'libvirt':
-        if not libvirt_backend.HAS_LIBVIRT:
-            module.fail_json(msg=missing_required_lib('libvirt-python'),
-                             exception=libvirt_backend.LIBVIRT_IMPORT_ERROR)
-        return libvirt_backend.LibvirtBackend(module.params['libvirt_uri'])
-    raise InvalidRequest('Unknown backend %s.' % module.params['backend'])
+    if chosen_backend(module.params) == 'openstack':
+        if not openstack_backend.HAS_OPENSTACK:
+            module.fail_json(msg=missing_required_lib('openstacksdk'),
+                             exception=openstack_backend.OPENSTACK_IMPORT_ERROR)
+        return openstack_backend.OpenStackBackend(module.params)
+    if not libvirt_backend.HAS_LIBVIRT:
+        module.fail_json(msg=missing_required_lib('libvirt-python'),
+                         exception=libvirt_backend.LIBVIRT_IMPORT_ERROR)
+    return libvirt_backend.LibvirtBackend(module.params['libvirt_uri'] or DEFAULT_LIBVIRT_URI)
 
 
 def backend_model(module):
     """The state model of the chosen backend, available before any connection is made."""
+    if chosen_backend(module.params) == 'openstack':
+        return openstack_backend.MODEL
     return libvirt_backend.MODEL
 
 
@@ -87,9 +120,15 @@ def run_module(module, action):
 
 
 def library_versions():
+    """Versions of the libraries a bug report needs."""
     versions = {}
+    for distribution in ('libvirt-python', 'openstacksdk', 'keystoneauth1'):
+        try:
+            versions[distribution] = importlib_metadata.version(distribution)
+        except importlib_metadata.PackageNotFoundError:
+            versions[distribution] = None
     if libvirt_backend.HAS_LIBVIRT:
-        versions['libvirt-python'] = libvirt_backend.libvirt.getVersion()
+        versions['libvirt (C library)'] = libvirt_backend.libvirt.getVersion()
     return versions
 
 

@@ -17,7 +17,7 @@ import time
 from ansible_collections.vmops.lifecycle.plugins.module_utils import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
-    InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
+    InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.planner import plan_path
 from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
 
@@ -25,6 +25,10 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Dead
 REBOOTED = 'rebooted'
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
+
+# Leaving these states for running starts the guest's operating system from scratch
+# (a cold start, an unshelve, Nova's unrescue), so `rebooted` needs no extra reboot after it.
+BOOTS_AFRESH_FROM = (states.STOPPED, states.SHELVED, states.SHELVED_OFFLOADED, states.RESCUED)
 
 # What the caller wants.
 #   identifier:        name or UUID
@@ -34,8 +38,11 @@ DEFAULT_SHUTDOWN_TIMEOUT = 120
 #   shutdown_timeout:  seconds a graceful stop may take before it counts as failed
 #   force_fallback:    after shutdown_timeout, cut the power instead of failing
 #   wait, timeout:     wait for the final step, and the budget of the whole run in seconds
+#   locked:            None (leave the lock alone), True (lock, last) or False (unlock, first)
+#   lock_reason:       the reason recorded with a lock
 StateRequest = collections.namedtuple(
-    'StateRequest', 'identifier wanted hard reboot_type shutdown_timeout force_fallback wait timeout')
+    'StateRequest', 'identifier wanted hard reboot_type shutdown_timeout force_fallback wait timeout '
+                    'locked lock_reason', defaults=(None, None))
 
 
 def validate_request(model, request):
@@ -59,18 +66,52 @@ def validate_request(model, request):
     if request.force_fallback and not request.wait:
         raise InvalidRequest('force_stop_fallback needs wait=true: the fallback starts when a waited-on '
                              'graceful stop times out.')
+    if request.locked is not None and not model.has_lock:
+        raise InvalidRequest('The %s backend has no lock; leave locked out.' % model.name)
+    if request.lock_reason is not None and request.locked is not True:
+        raise InvalidRequest('lock_reason needs locked=true.')
     if request.shutdown_timeout is not None and request.shutdown_timeout > request.timeout:
         raise InvalidRequest('shutdown_timeout (%s s) is longer than timeout (%s s), which bounds the whole run.'
                              % (request.shutdown_timeout, request.timeout))
 
 
-def build_plan(model, current, request):
-    """The transitions that take an instance in state `current` where the request wants it."""
+def build_plan(model, observation, request):
+    """The transitions that take the observed instance where the request wants it, lock included."""
+    steps = _state_plan(model, observation.state, request)
+    if not model.has_lock:
+        return steps
+    locked = bool(observation.details.get('locked'))
+    reason = observation.details.get('locked_reason')
+    final = steps[-1].target if steps else observation.state
+    if locked and steps and request.locked is not False:
+        raise InstanceLocked(
+            '%s is locked (reason: %s); nothing was done. Set locked=false to unlock it first%s.'
+            % (observation.name, reason or 'none given',
+               ' and lock it again afterwards with a second task' if request.locked else ''),
+            locked_reason=reason, plan=[edge.verb for edge in steps])
+    relock = request.locked is True and locked and request.lock_reason not in (None, reason)
+    if locked and (request.locked is False or relock):
+        steps = [states.transition('unlock', observation.state, observation.state)] + steps
+    if request.locked is True and (not locked or relock):
+        steps = steps + [states.transition('lock', final, final)]
+    return steps
+
+
+def _state_plan(model, current, request):
+    try:
+        return _power_plan(model, current, request)
+    except UnreachableState as error:
+        if current == states.RESIZE_PENDING:
+            error.msg += ' A resize waits for confirm or revert first (vmops.lifecycle.instance_resize).'
+        raise
+
+
+def _power_plan(model, current, request):
     if request.wanted != REBOOTED:
         return plan_path(model, current, request.wanted, hard=request.hard)
     path = plan_path(model, current, states.RUNNING, hard=request.hard)
-    if any(edge.source == states.STOPPED for edge in path):
-        return path     # it boots from power-off on the way: that is the reboot
+    if any(edge.source in BOOTS_AFRESH_FROM or edge.verb.startswith('reboot_') for edge in path):
+        return path     # the guest boots afresh (or is rebooted) on the way: that is the reboot
     verb = 'reboot_%s' % (request.reboot_type or 'soft')
     action = model.action(verb, states.RUNNING)
     if action is None:
@@ -103,7 +144,7 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
                             'instance %s to finish %s' % (before.name, before.task), deadline,
                             failure=_error_state, **waits)
 
-    steps = build_plan(model, before.state, request)
+    steps = build_plan(model, before, request)
     if check_mode or not steps:
         return _result(backend, before, request, steps, [], before, check_mode, deadline)
 
@@ -131,7 +172,7 @@ def _run_step(backend, ref, name, edge, record, request, deadline, wait, waits):
     Returns the observation that ended the wait, or None when not waiting.
     """
     started = time.monotonic()
-    extra_check = backend.perform(ref, edge.verb)
+    extra_check = backend.perform(ref, edge.verb, {'lock_reason': request.lock_reason})
     if not wait:
         record.update(seconds=round(time.monotonic() - started, 3), waited=False)
         return None
@@ -159,7 +200,7 @@ def _run_step(backend, ref, name, edge, record, request, deadline, wait, waits):
 
 def _wait_for(backend, ref, name, edge, extra_check, budget, waits):
     def ready(observation):
-        return (observation.state == edge.target and not observation.task
+        return (backend.model.satisfies(observation.state, edge.target) and not observation.task
                 and (extra_check is None or extra_check(observation)))
 
     what = 'instance %s to be %s after %s' % (name, edge.target, edge.verb)
@@ -186,8 +227,8 @@ def _safe_observe(backend, ref):
 
 def _instance(backend, before, steps, executed, after, deadline):
     seen = after or before
-    return {
-        'name': seen.name if seen else None,
+    instance = {
+        'name': (after and after.name) or (before and before.name) or None,   # a deleted server has no name left
         'id': seen.id if seen else None,
         'backend': backend.model.name,
         'location': backend.location(),
@@ -198,19 +239,24 @@ def _instance(backend, before, steps, executed, after, deadline):
         'elapsed': round(deadline.elapsed(), 3),
         'details': dict(after.details) if after else {},
     }
+    if backend.request_count() is not None:
+        instance['api_requests'] = backend.request_count()
+    return instance
 
 
 def _result(backend, before, request, steps, executed, after, check_mode, deadline):
     instance = _instance(backend, before, steps, executed, after, deadline)
     state_before = instance['state_before']
-    state_after = states.RUNNING if request.wanted == REBOOTED else request.wanted
-    if not steps:
-        state_after = state_before
-    diff_after = {'state': state_after}
-    if steps and steps[-1].verb.startswith('reboot_'):
+    moves = [edge for edge in steps if edge.verb not in ('lock', 'unlock')]
+    state_after = moves[-1].target if moves else state_before
+    diff_before, diff_after = {'state': state_before}, {'state': state_after}
+    if any(edge.verb.startswith('reboot_') for edge in steps):
         diff_after['rebooted'] = True
+    if backend.model.has_lock and before is not None:
+        diff_before['locked'] = bool(before.details.get('locked'))
+        diff_after['locked'] = diff_before['locked'] if request.locked is None else request.locked
     return {
         'changed': bool(steps),
         'instance': instance,
-        'diff': {'before': {'state': state_before}, 'after': diff_after},
+        'diff': {'before': diff_before, 'after': diff_after},
     }

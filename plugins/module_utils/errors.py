@@ -33,6 +33,10 @@ class InstanceNotFound(VmopsError):
     """The named instance does not exist."""
 
 
+class InstanceLocked(VmopsError):
+    """The instance is locked and the caller did not ask to unlock it."""
+
+
 class UnreachableState(VmopsError):
     """No legal sequence of verbs leads from the current state to the wanted one."""
 

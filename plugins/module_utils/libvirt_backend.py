@@ -147,7 +147,7 @@ class LibvirtBackend(Backend):
                    'reboots_seen': self._reboots.count(domain_uuid)}
         return Observation(name, domain_uuid, state, task, fault, details)
 
-    def perform(self, ref, verb):
+    def perform(self, ref, verb, options=None):
         action = getattr(self, '_verb_' + verb)
         try:
             return action(ref)

@@ -27,7 +27,7 @@ def plan_path(model, current, wanted, hard=False):
                 "The %s backend has no %s state '%s'; it knows: %s."
                 % (model.name, role, state, ', '.join(sorted(model.states))),
                 backend=model.name, current=current, wanted=wanted)
-    if current == wanted:
+    if model.satisfies(current, wanted):
         return []
 
     came_from = {current: None}
@@ -38,8 +38,8 @@ def plan_path(model, current, wanted, hard=False):
             if edge.target in came_from:
                 continue
             came_from[edge.target] = edge
-            if edge.target == wanted:
-                return _walk_back(came_from, wanted)
+            if model.satisfies(edge.target, wanted):
+                return _walk_back(came_from, edge.target)
             queue.append(edge.target)
 
     hint = ''

@@ -53,10 +53,13 @@ def transition(verb, source, target, forced=False, fallback=None):
 class BackendModel(object):
     """What a backend can do: its states and the transitions between them."""
 
-    def __init__(self, name, states, transitions):
+    def __init__(self, name, states, transitions, satisfied_by=None, has_lock=False):
         self.name = name
+        self.has_lock = has_lock     # instances carry a lock flag (Observation.details['locked'])
         self.states = frozenset(states)
         self.transitions = tuple(transitions)
+        # wanted state -> other states that fulfil it too (shelved is fulfilled by shelved_offloaded)
+        self.satisfied_by = dict((wanted, frozenset(others)) for wanted, others in (satisfied_by or {}).items())
         unknown = set()
         for edge in self.transitions:
             unknown.update(s for s in (edge.source, edge.target) if s not in self.states)
@@ -81,6 +84,10 @@ class BackendModel(object):
             if edge.verb == verb and edge.source == state and edge.target == state:
                 return edge
         return None
+
+    def satisfies(self, state, wanted):
+        """True if an instance in `state` already is where `wanted` asks it to be."""
+        return state == wanted or state in self.satisfied_by.get(wanted, ())
 
     def supports(self, state):
         return state in self.states

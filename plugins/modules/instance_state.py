@@ -22,7 +22,15 @@ description:
   - A graceful stop asks the guest to shut down (guest agent if the domain has one, else the ACPI
     power button) and never cuts the power unless O(force_stop_fallback) or O(stop_method=hard)
     say so.
-  - V(absent) removes the instance's definition only; its disks stay where they are.
+  - V(absent) on libvirt removes the instance's definition only; its disks stay where they are.
+  - On OpenStack the states are Nova's, at compute API microversion 2.73. They are V(running)
+    (ACTIVE), V(stopped) (SHUTOFF), V(paused), V(suspended), V(shelved) (also fulfilled by
+    SHELVED_OFFLOADED), V(shelved_offloaded), V(rescued) (RESCUE) and V(absent) (deleted, that is
+    terminated). V(error) and a resize waiting for confirmation are only ever observed.
+  - For example, on OpenStack V(shelved_offloaded) to V(paused) is unshelve, then pause. V(rescued)
+    to V(stopped) is unrescue, then stop. V(paused) to V(suspended) is unpause, then suspend.
+  - Waits on OpenStack watch the task state as well as the status, and fail at once when the server
+    goes to ERROR, quoting Nova's fault message.
 author:
   - vmops.lifecycle contributors (@vmops-lifecycle)
 options:
@@ -66,11 +74,25 @@ options:
     description:
       - If a graceful shutdown has not finished after O(shutdown_timeout), cut the power instead of
         failing. The result records that the fallback was used. Needs O(wait=true).
+      - On OpenStack, Nova's own stop already does this, after the compute's C(shutdown_timeout).
     type: bool
     default: false
+  locked:
+    description:
+      - OpenStack only. V(true) locks the server after any state change, V(false) unlocks it before
+        any state change, and omitting the option leaves the lock as it is.
+      - A locked server that needs a state change fails with a clear error unless O(locked=false)
+        is given; nothing is touched.
+    type: bool
+  lock_reason:
+    description:
+      - OpenStack only. The reason recorded with the lock, for O(locked=true). A different reason on
+        an already locked server unlocks and locks it again.
+    type: str
 extends_documentation_fragment:
   - vmops.lifecycle.backend
   - vmops.lifecycle.libvirt
+  - vmops.lifecycle.openstack
   - vmops.lifecycle.wait
 attributes:
   check_mode:
@@ -115,6 +137,21 @@ EXAMPLES = r'''
     state: rebooted
     reboot_type: hard
 
+- name: Shelve a server for the night and lock it so nobody starts it by accident
+  vmops.lifecycle.instance_state:
+    cloud: production
+    name: batch-worker-07
+    state: shelved
+    locked: true
+    lock_reason: CHG-4711 shelved until Monday
+
+- name: Bring it back, unlocking first
+  vmops.lifecycle.instance_state:
+    cloud: production
+    name: batch-worker-07
+    state: running
+    locked: false
+
 - name: Set the connection once for a whole play
   hosts: localhost
   module_defaults:
@@ -148,7 +185,7 @@ instance:
       type: str
       sample: libvirt
     location:
-      description: Where the backend points (the libvirt URI).
+      description: Where the backend points (the libvirt URI, or the OpenStack cloud).
       type: str
       sample: qemu:///system
     state_before:
@@ -176,8 +213,14 @@ instance:
       type: float
       sample: 0.81
     details:
-      description: Backend-specific facts (libvirt state and reason, persistence, reboots seen).
+      description: Backend-specific facts. On libvirt, the libvirt state and reason and the reboots
+        seen. On OpenStack, the Nova status, task_state, vm_state, power_state, locked,
+        locked_reason, host (admin only) and flavor.
       type: dict
+    api_requests:
+      description: HTTP requests this run sent to the cloud, authentication included (OpenStack only).
+      type: int
+      sample: 7
 '''
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
@@ -197,6 +240,8 @@ def main():
             stop_method=dict(type='str', default='graceful', choices=['graceful', 'hard']),
             shutdown_timeout=dict(type='int'),
             force_stop_fallback=dict(type='bool', default=False),
+            locked=dict(type='bool'),
+            lock_reason=dict(type='str'),
         ),
         supports_check_mode=True,
     )
@@ -208,7 +253,8 @@ def converge(module):
     request = StateRequest(
         identifier=params['name'], wanted=params['state'], hard=params['stop_method'] == 'hard',
         reboot_type=params['reboot_type'], shutdown_timeout=params['shutdown_timeout'],
-        force_fallback=params['force_stop_fallback'], wait=params['wait'], timeout=params['timeout'])
+        force_fallback=params['force_stop_fallback'], wait=params['wait'], timeout=params['timeout'],
+        locked=params['locked'], lock_reason=params['lock_reason'])
     validate_request(backend_model(module), request)    # bad input fails before any connection
     with open_backend(module) as backend:
         result = ensure_state(backend, request, check_mode=module.check_mode)

@@ -12,8 +12,9 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Bac
 from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (
     REBOOTED, StateRequest, ensure_state)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
-    InstanceFailed, InstanceNotFound, InvalidRequest, WaitTimeout)
+    InstanceFailed, InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, WaitTimeout)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK_MODEL
 
 
 class FakeClock(object):
@@ -56,7 +57,7 @@ class FakeBackend(Backend):
         fault = 'disk on fire' if self.state == states.ERROR else None
         return Observation(ref, 'uuid-1', self.state, None, fault, {'reboots': self.reboots})
 
-    def perform(self, ref, verb):
+    def perform(self, ref, verb, options=None):
         self.performed.append(verb)
         if verb in self.ignore:
             return None
@@ -186,3 +187,74 @@ def test_bad_input_is_refused_before_anything_is_touched(overrides, message):
         converge(backend, wanted, **overrides)
     assert message in caught.value.msg
     assert backend.performed == []
+
+
+class FakeNova(FakeBackend):
+    """The OpenStack model with a lock flag."""
+    model = OPENSTACK_MODEL
+
+    def __init__(self, state, locked=False, reason=None):
+        super(FakeNova, self).__init__(state)
+        self.locked, self.reason = locked, reason
+
+    def observe(self, ref):
+        observation = super(FakeNova, self).observe(ref)
+        observation.details.update(locked=self.locked, locked_reason=self.reason)
+        return observation
+
+    def perform(self, ref, verb, options=None):
+        if verb in ('lock', 'unlock'):
+            self.performed.append(verb)
+            self.locked = verb == 'lock'
+            self.reason = (options or {}).get('lock_reason') if self.locked else None
+            return None
+        self.performed.append(verb)
+        edge = [e for e in OPENSTACK_MODEL.transitions if e.verb == verb and e.source == self.state][0]
+        self.pending = (0, edge.target)
+        return None
+
+
+def test_a_locked_server_is_not_touched_unless_unlocking_was_asked():
+    nova = FakeNova(states.RUNNING, locked=True, reason='disk replacement')
+    with pytest.raises(InstanceLocked) as caught:
+        converge(nova, states.STOPPED)
+    assert 'locked (reason: disk replacement)' in caught.value.msg and 'locked=false' in caught.value.msg
+    assert nova.performed == []
+    result = converge(nova, states.STOPPED, locked=False)
+    assert nova.performed == ['unlock', 'stop']
+    assert result['diff'] == {'before': {'state': 'running', 'locked': True},
+                              'after': {'state': 'stopped', 'locked': False}}
+
+
+def test_lock_comes_last_with_its_reason_and_is_idempotent():
+    nova = FakeNova(states.RUNNING)
+    result = converge(nova, states.PAUSED, locked=True, lock_reason='maintenance')
+    assert result['instance']['plan'] == ['pause', 'lock']
+    assert (nova.locked, nova.reason) == (True, 'maintenance')
+    assert converge(nova, states.PAUSED, locked=True, lock_reason='maintenance')['changed'] is False
+    assert converge(nova, states.PAUSED, locked=True, lock_reason='new reason')['instance']['plan'] == \
+        ['unlock', 'lock']
+
+
+def test_shelved_offloaded_already_is_shelved():
+    nova = FakeNova(states.SHELVED_OFFLOADED)
+    assert converge(nova, states.SHELVED)['changed'] is False
+
+
+def test_libvirt_has_no_lock():
+    with pytest.raises(InvalidRequest) as caught:
+        converge(FakeBackend(states.RUNNING), states.RUNNING, locked=True)
+    assert 'libvirt backend has no lock' in caught.value.msg
+
+
+def test_resize_pending_says_what_to_do():
+    with pytest.raises(UnreachableState) as caught:
+        converge(FakeNova('resize_pending'), states.RUNNING)
+    assert 'instance_resize' in caught.value.msg
+
+
+def test_rebooted_from_a_state_left_by_booting_adds_no_second_reboot():
+    for state in (states.SHELVED_OFFLOADED, states.RESCUED):
+        assert converge(FakeNova(state), REBOOTED)['instance']['plan'] == \
+            [e.verb for e in OPENSTACK_MODEL.transitions if e.source == state and e.target == states.RUNNING]
+    assert converge(FakeNova(states.PAUSED), REBOOTED)['instance']['plan'] == ['unpause', 'reboot_soft']
