@@ -215,6 +215,28 @@ class OpenStackBackend(Backend):
         self._action(ref, verb, ACTION_BODIES[verb])
         return _lock_is(False) if verb == 'unlock' else None
 
+    # Launch (instance_launch) --------------------------------------------------------------
+
+    def resolve(self, kind, identifier):
+        """ID of an image, flavor, network or volume named or identified by `identifier`."""
+        finders = {'image': self.conn.image.find_image, 'flavor': self.conn.compute.find_flavor,
+                   'network': self.conn.network.find_network, 'volume': self.conn.block_storage.find_volume}
+        try:
+            found = finders[kind](identifier, ignore_missing=True)
+        except sdk_exceptions.DuplicateResource:
+            raise InvalidRequest('More than one %s is named %s; give its ID.' % (kind, identifier))
+        if found is None:
+            raise InvalidRequest('No %s %s in %s.' % (kind, identifier, self.location()))
+        return found
+
+    def create_server(self, body):
+        """POST /servers; returns the new server's ID."""
+        try:
+            return self._call('POST', '/servers', json={'server': body}).json()['server']['id']
+        except sdk_exceptions.HttpException as error:
+            raise BackendError('Nova refused to create server %s: %s' % (body.get('name'), _sdk_message(error)),
+                               http_status=error.status_code)
+
     # Resize (instance_resize) --------------------------------------------------------------
 
     def find_flavor(self, identifier):

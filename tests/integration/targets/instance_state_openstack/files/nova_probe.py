@@ -33,6 +33,8 @@ def report(server):
     return {'exists': True, 'id': server.id, 'status': server.status, 'task_state': server.task_state,
             'locked': bool(server.is_locked), 'locked_reason': getattr(server, 'locked_reason', None),
             'host': server.compute_host, 'flavor': (server.flavor or {}).get('original_name'),
+            'volumes': [attachment['id'] for attachment in (server.attached_volumes or [])],
+            'image': (server.image or {}).get('id') or None, 'metadata': dict(server.metadata or {}),
             'state': NAMES.get(server.status, 'other:' + str(server.status))}
 
 
@@ -88,6 +90,17 @@ def main():
     drive_parser.add_argument('state')
     sub.add_parser('delete').add_argument('names', nargs='+')
     sub.add_parser('console').add_argument('name')
+    snapshot = sub.add_parser('snapshot')
+    snapshot.add_argument('server')
+    snapshot.add_argument('image_name')
+    volume = sub.add_parser('volume-from-image')
+    volume.add_argument('name')
+    volume.add_argument('image')
+    volume.add_argument('size', type=int)
+    flavor = sub.add_parser('flavor-create')
+    flavor.add_argument('name')
+    flavor.add_argument('ram_mib', type=int)
+    sub.add_parser('cleanup').add_argument('prefix')
     args = parser.parse_args()
 
     conn = openstack.connect(cloud=args.cloud)
@@ -113,6 +126,37 @@ def main():
                 conn.compute.delete_server(server)
                 conn.compute.wait_for_delete(server, wait=300)
         print(json.dumps({'deleted': args.names}))
+    elif args.command == 'snapshot':
+        server = find(conn, args.server)
+        image_id = conn.compute.create_server_image(server, args.image_name, wait=True, timeout=300).id
+        image = conn.image.wait_for_status(conn.image.get_image(image_id), status='active', wait=300)
+        print(json.dumps({'id': image.id, 'status': image.status}))
+    elif args.command == 'volume-from-image':
+        image = conn.image.find_image(args.image, ignore_missing=False)
+        volume = conn.block_storage.create_volume(name=args.name, size=args.size, image_id=image.id)
+        volume = conn.block_storage.wait_for_status(volume, status='available', wait=300)
+        print(json.dumps({'id': volume.id, 'bootable': volume.is_bootable}))
+    elif args.command == 'flavor-create':
+        flavor = conn.compute.find_flavor(args.name) or conn.compute.create_flavor(
+            name=args.name, ram=args.ram_mib, vcpus=1, disk=1)
+        print(json.dumps({'id': flavor.id}))
+    elif args.command == 'cleanup':
+        # Everything the tests made whose name starts with the prefix: servers, images, volumes, flavors.
+        for server in conn.compute.servers(name='^%s' % re.escape(args.prefix)):
+            conn.compute.unlock_server(server)
+            conn.compute.delete_server(server)
+            conn.compute.wait_for_delete(server, wait=300)
+        for image in conn.image.images():
+            if image.name and image.name.startswith(args.prefix):
+                conn.image.delete_image(image)
+        for volume in conn.block_storage.volumes():
+            if volume.name and volume.name.startswith(args.prefix):
+                conn.block_storage.wait_for_status(volume, status='available', failures=['error'], wait=120)
+                conn.block_storage.delete_volume(volume)
+        for flavor in conn.compute.flavors():
+            if flavor.name.startswith(args.prefix):
+                conn.compute.delete_flavor(flavor)
+        print(json.dumps({'cleaned': args.prefix}))
     elif args.command == 'console':
         server = find(conn, args.name)
         text = conn.compute.get_server_console_output(server)['output']
