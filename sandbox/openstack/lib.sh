@@ -14,16 +14,42 @@ need_root() { ((EUID == 0)) || die "must run as root"; }
 [[ $VMOPS_SANDBOX_DIR =~ ^/[A-Za-z0-9._/+-]+$ ]] \
   || die "VMOPS_SANDBOX_DIR must be an absolute path of letters, digits and ._/+- ($VMOPS_SANDBOX_DIR)"
 
+# proc_start PID: the process's start time (clock ticks since boot, field 22 of /proc/PID/stat).
+proc_start() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r -a fields <<<"${stat##*) }"
+  printf '%s\n' "${fields[19]}"
+}
+
+# record_pid NAME PID: writes "PID STARTTIME" to $OS_RUN/NAME.pid.
+record_pid() {
+  local start
+  start=$(proc_start "$2") || start=gone
+  printf '%s %s\n' "$2" "$start" > "$OS_RUN/$1.pid"
+}
+
 # pid_of NAME: prints the pid recorded in $OS_RUN/NAME.pid when that process is alive and still
-# the one we started (its environment carries VMOPS_OS_SERVICE=NAME, so a recycled pid never
-# matches).
+# the one we started (same start time: a recycled pid never matches; the environment or command
+# line cannot be used, services rewrite them with setproctitle).
 pid_of() {
-  local name=$1 f=$OS_RUN/$1.pid pid
+  local f=$OS_RUN/$1.pid pid start
   [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/environ ]] || return 1
-  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qxF "VMOPS_OS_SERVICE=$name" || return 1
+  read -r pid start < "$f" || true
+  [[ $pid =~ ^[0-9]+$ && -n $start ]] || return 1
+  [[ $(proc_start "$pid") == "$start" ]] || return 1
+  grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && return 1
   printf '%s\n' "$pid"
+}
+
+# group_alive PGID: some process of the group is alive (zombies, not yet reaped by init here,
+# do not count).
+group_alive() {
+  local p
+  for p in $(pgrep -g "$1" 2>/dev/null) "$1"; do
+    if [[ -r /proc/$p/status ]] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; then return 0; fi
+  done
+  return 1
 }
 
 # stop_pids TIMEOUT_S PID...: SIGTERM to all, wait, SIGKILL what is left.

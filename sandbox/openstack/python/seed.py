@@ -57,6 +57,11 @@ def admin_connection():
         region_name=REGION, interface='public', identity_api_version='3')
 
 
+def first(iterable):
+    """First item or None (listing with filters: no 404 lookups, which Keystone logs as errors)."""
+    return next(iter(iterable), None)
+
+
 def ensure(kind, find, create):
     obj = find()
     if obj is None:
@@ -67,19 +72,19 @@ def ensure(kind, find, create):
 
 def seed_identity(conn):
     idn = conn.identity
-    domain = idn.find_domain('default')
+    domain = idn.get_domain('default')
     roles = {}
     for name in ('admin', 'member', 'reader', 'service'):
-        roles[name] = ensure('role', lambda n=name: idn.find_role(n),
+        roles[name] = ensure('role', lambda n=name: first(idn.roles(name=n)),
                              lambda n=name: idn.create_role(name=n))
 
     def project(name, desc):
-        return ensure('project', lambda: idn.find_project(name, domain_id=domain.id),
+        return ensure('project', lambda: first(idn.projects(name=name, domain_id=domain.id)),
                       lambda: idn.create_project(name=name, domain_id=domain.id,
                                                  description=desc))
 
     def user(name, password, proj):
-        return ensure('user', lambda: idn.find_user(name, domain_id=domain.id),
+        return ensure('user', lambda: first(idn.users(name=name, domain_id=domain.id)),
                       lambda: idn.create_user(name=name, password=password, domain_id=domain.id,
                                               default_project_id=proj.id))
 
@@ -139,10 +144,12 @@ def ensure_image(conn, name, path, disk_format, container_format, **props):
 
 def seed_resources(conn):
     idn = conn.identity
-    vmops = idn.find_project(PROJECT, domain_id='default', ignore_missing=False)
+    vmops = first(idn.projects(name=PROJECT, domain_id='default'))
+    if vmops is None:
+        raise RuntimeError('project %s is missing (seed identity first)' % PROJECT)
 
     for name, ram, vcpus, disk in FLAVORS:
-        ensure('flavor', lambda n=name: conn.compute.find_flavor(n),
+        ensure('flavor', lambda n=name: first(f for f in conn.compute.flavors() if f.name == n),
                lambda n=name, r=ram, v=vcpus, d=disk: conn.compute.create_flavor(
                    name=n, id=n, ram=r, vcpus=v, disk=d, is_public=True))
 
@@ -162,11 +169,11 @@ def seed_resources(conn):
                          os_command_line=GUEST_CMDLINE, hw_disk_bus='virtio',
                          vmops_guest='busybox')
 
-    net = conn.network.find_network(NETWORK, project_id=vmops.id)
+    net = first(conn.network.networks(name=NETWORK, project_id=vmops.id))
     if net is None:
         net = conn.network.create_network(name=NETWORK, project_id=vmops.id)
         log('created network %s' % NETWORK)
-    if conn.network.find_subnet(SUBNET, network_id=net.id) is None:
+    if first(conn.network.subnets(name=SUBNET, network_id=net.id)) is None:
         conn.network.create_subnet(name=SUBNET, network_id=net.id, project_id=vmops.id,
                                    ip_version=4, cidr=CIDR, gateway_ip='10.77.0.1',
                                    enable_dhcp=False)

@@ -18,6 +18,7 @@ module as nova.virt.vmops_sandbox_fake after `import nova.cmd` (eventlet monkey-
 import json
 import os
 import tempfile
+import time
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -150,6 +151,20 @@ class VmopsFakeDriver(fake.FakeDriver):
         if instance.uuid not in self.instances:
             self.spawn(context, instance, instance.image_meta, None, None, None,
                        network_info=network_info, block_device_info=block_device_info)
+
+    def live_migration(self, context, instance, dest, post_method, recover_method,
+                       block_migration=False, migrate_data=None):
+        super().live_migration(context, instance, dest, post_method, recover_method,
+                               block_migration, migrate_data)
+        # The guest runs on dest now (post_live_migration_at_destination spawned it there); the
+        # stock fake keeps a stale copy on the source.
+        self.instances.pop(instance.uuid, None)
+
+    def get_host_uptime(self):
+        with open('/proc/uptime') as f:
+            seconds = float(f.read().split()[0])
+        return ' %s up %d min,  0 users,  load average: 0.00, 0.00, 0.00' % (
+            time.strftime('%H:%M:%S'), seconds // 60)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         if instance.uuid not in self.instances:
