@@ -89,7 +89,7 @@ def main():
     try:
         probe(args.cloud, 'create', fake, '--host', args.fake_host)
         fake_rows = run_circuit(args.cloud, fake, FAKE_CIRCUIT, args.rounds)
-        probe(args.cloud, 'create', real, '--host', args.libvirt_host)
+        probe(args.cloud, 'create', real, '--host', args.libvirt_host, '--zone', 'real')
         real_rows = run_circuit(args.cloud, real, REAL_CIRCUIT, args.rounds)
     finally:
         probe(args.cloud, 'delete', fake, real)

@@ -69,7 +69,6 @@ def ensure_flavor(backend, request, check_mode=False):
                              % (before.name, before.details.get('locked_reason') or 'none given'))
     executed, after = [], before
     if plan and not check_mode:
-        power_state = before.state
         try:
             for verb in plan:
                 started = time.monotonic()
@@ -80,8 +79,7 @@ def ensure_flavor(backend, request, check_mode=False):
                     getattr(backend, verb)(ref)
                 if not request.wait and verb == plan[-1]:
                     break
-                landing = states.RESIZE_PENDING if verb == 'resize' else power_state
-                after = _wait_for(backend, ref, before.name, verb, landing, deadline)
+                after = _wait_for(backend, ref, before.name, verb, deadline)
                 executed[-1]['seconds'] = round(time.monotonic() - started, 3)
         except VmopsError as error:
             error.details.setdefault('executed', executed)
@@ -118,12 +116,13 @@ def _settled(backend, ref, deadline):
     return observation
 
 
-def _wait_for(backend, ref, name, verb, landing, deadline):
-    # Confirm and revert return the server to the power state it had before the resize.
+def _wait_for(backend, ref, name, verb, deadline):
+    """A resize lands in resize_pending; confirm and revert land in the power state the server had
+    before the resize (running or stopped)."""
     def ready(observation):
         if observation.task:
             return False
-        if landing == states.RESIZE_PENDING:
+        if verb == 'resize':
             return observation.state == states.RESIZE_PENDING
         return observation.state in (states.RUNNING, states.STOPPED)
 

@@ -229,8 +229,8 @@ def main():
         # ---------------- libvirt compute ----------------
         if not args.no_kvm:
             log('libvirt compute kvm1 (TCG):')
-            kvm = timed('boot (nova:kvm1) -> ACTIVE', lambda: wait_server(
-                admin, boot(admin, 'st-kvm', availability_zone='nova:kvm1'), 'ACTIVE',
+            kvm = timed('boot (real:kvm1) -> ACTIVE', lambda: wait_server(
+                admin, boot(admin, 'st-kvm', availability_zone='real:kvm1'), 'ACTIVE',
                 timeout=180, what='kvm boot'))
             if kvm.compute_host != 'kvm1':
                 raise Failed('forced boot landed on %s' % kvm.compute_host)

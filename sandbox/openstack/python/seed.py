@@ -142,6 +142,26 @@ def ensure_image(conn, name, path, disk_format, container_format, **props):
     return image
 
 
+def seed_real_zone(conn):
+    """kvm1 (the real libvirt compute) gets its own availability zone, `real`.
+
+    With default_schedule_zone = nova, unforced boots, resizes and migrations stay among the
+    fake computes: a move between the fake driver and libvirt cannot work (the libvirt driver
+    cannot finish a migration whose disk_info the fake source never wrote).  Servers for kvm1
+    are created with availability_zone real:kvm1 (or plain `real`).
+    """
+    services = [svc for svc in conn.compute.services() if svc.binary == 'nova-compute' and svc.host == 'kvm1']
+    if not services:
+        return      # up --no-kvm
+    aggregate = first(a for a in conn.compute.aggregates() if a.name == 'real')
+    if aggregate is None:
+        aggregate = conn.compute.create_aggregate(name='real', availability_zone='real')
+        log('created aggregate real (availability zone real)')
+    if 'kvm1' not in (aggregate.hosts or []):
+        conn.compute.add_host_to_aggregate(aggregate, 'kvm1')
+        log('added kvm1 to availability zone real')
+
+
 def seed_resources(conn):
     idn = conn.identity
     vmops = first(idn.projects(name=PROJECT, domain_id='default'))
@@ -178,6 +198,8 @@ def seed_resources(conn):
                                    ip_version=4, cidr=CIDR, gateway_ip='10.77.0.1',
                                    enable_dhcp=False)
         log('created subnet %s %s' % (SUBNET, CIDR))
+
+    seed_real_zone(conn)
 
     types = [t.name for t in conn.block_storage.types()]
     if '__DEFAULT__' not in types:

@@ -12,7 +12,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import Inva
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
 from ansible_collections.vmops.lifecycle.plugins.module_utils.resize import (
-    ResizeRequest, plan_resize, validate_resize_request)
+    ResizeRequest, ensure_flavor, plan_resize, validate_resize_request)
 
 SMALL = {'id': 'f2', 'name': 'vmops.small'}
 
@@ -60,3 +60,58 @@ def test_bad_input(model, req, message):
     with pytest.raises(InvalidRequest) as caught:
         validate_resize_request(model, req)
     assert message in caught.value.msg
+
+
+class FakeResizingNova(object):
+    """Just enough of the OpenStack backend for ensure_flavor: resize lands in resize_pending,
+    confirm and revert land back in the power state before the resize."""
+    model = OPENSTACK
+
+    def __init__(self, state, flavor):
+        self.state, self.flavor, self.old = state, flavor, None
+        self.power, self.calls = state, []
+
+    def location(self):
+        return 'fake nova'
+
+    def request_count(self):
+        return len(self.calls)
+
+    def find(self, identifier):
+        return identifier
+
+    def find_flavor(self, identifier):
+        return {'id': 'id-' + identifier, 'name': identifier}
+
+    def observe(self, ref):
+        return Observation(ref, 'id-1', self.state, None, None, {'flavor': self.flavor})
+
+    def resize(self, ref, flavor_id):
+        self.calls.append('resize')
+        self.old, self.flavor, self.state = self.flavor, flavor_id[3:], 'resize_pending'
+
+    def confirm_resize(self, ref):
+        self.calls.append('confirm_resize')
+        self.state = self.power
+
+    def revert_resize(self, ref):
+        self.calls.append('revert_resize')
+        self.flavor, self.state = self.old, self.power
+
+
+def test_keep_then_revert_lands_back_in_the_old_flavor_and_power_state():
+    nova = FakeResizingNova('stopped', 'vmops.small')
+    kept = ensure_flavor(nova, request(flavor='vmops.tiny', finish='keep'))
+    assert kept['instance']['state'] == 'resize_pending'
+    reverted = ensure_flavor(nova, request(flavor=None, finish='revert'))
+    assert nova.calls == ['resize', 'revert_resize']
+    assert (reverted['instance']['state'], reverted['instance']['flavor']) == ('stopped', 'vmops.small')
+
+
+def test_keep_then_confirm_settles_the_pending_resize():
+    nova = FakeResizingNova('running', 'vmops.small')
+    ensure_flavor(nova, request(flavor='vmops.tiny', finish='keep'))
+    confirmed = ensure_flavor(nova, request(flavor='vmops.tiny', finish='confirm'))
+    assert nova.calls == ['resize', 'confirm_resize']
+    assert (confirmed['instance']['state'], confirmed['instance']['flavor']) == ('running', 'vmops.tiny')
+    assert ensure_flavor(nova, request(flavor='vmops.tiny'))['changed'] is False

@@ -82,6 +82,7 @@ def main():
     create = sub.add_parser('create')
     create.add_argument('name')
     create.add_argument('--host')
+    create.add_argument('--zone', default='nova', help='availability zone of --host (kvm1 is in zone real)')
     create.add_argument('--flavor', default='vmops.tiny')
     create.add_argument('--image', default='vmops-guest')
     create.add_argument('--network', default='private')
@@ -100,6 +101,7 @@ def main():
     flavor = sub.add_parser('flavor-create')
     flavor.add_argument('name')
     flavor.add_argument('ram_mib', type=int)
+    flavor.add_argument('--require-trait', help='an extra spec trait:NAME=required (no host has CUSTOM_ ones)')
     sub.add_parser('cleanup').add_argument('prefix')
     args = parser.parse_args()
 
@@ -112,7 +114,7 @@ def main():
             image = conn.image.find_image(args.image, ignore_missing=False)
             flavor = conn.compute.find_flavor(args.flavor, ignore_missing=False)
             network = conn.network.find_network(args.network, ignore_missing=False)
-            extra = {'availability_zone': 'nova:%s' % args.host} if args.host else {}
+            extra = {'availability_zone': '%s:%s' % (args.zone, args.host)} if args.host else {}
             server = conn.compute.create_server(name=args.name, image_id=image.id, flavor_id=flavor.id,
                                                 networks=[{'uuid': network.id}], **extra)
         server = conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
@@ -137,8 +139,11 @@ def main():
         volume = conn.block_storage.wait_for_status(volume, status='available', wait=300)
         print(json.dumps({'id': volume.id, 'bootable': volume.is_bootable}))
     elif args.command == 'flavor-create':
-        flavor = conn.compute.find_flavor(args.name) or conn.compute.create_flavor(
-            name=args.name, ram=args.ram_mib, vcpus=1, disk=1)
+        flavor = conn.compute.find_flavor(args.name)
+        if flavor is None:
+            flavor = conn.compute.create_flavor(name=args.name, ram=args.ram_mib, vcpus=1, disk=1)
+            if args.require_trait:
+                conn.compute.create_flavor_extra_specs(flavor, {'trait:%s' % args.require_trait: 'required'})
         print(json.dumps({'id': flavor.id}))
     elif args.command == 'cleanup':
         # Everything the tests made whose name starts with the prefix: servers, images, volumes, flavors.
