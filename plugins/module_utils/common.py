@@ -102,6 +102,17 @@ def backend_model(module):
     return libvirt_backend.MODEL
 
 
+def converge_request(module, request, validate, ensure):
+    """The tail every module shares: refuse bad input before connecting, open the backend,
+    converge, close, and keep the diff only in diff mode."""
+    validate(backend_model(module), request)
+    with open_backend(module) as backend:
+        result = ensure(backend, request, check_mode=module.check_mode)
+    if not module._diff:
+        result.pop('diff')
+    return result
+
+
 def run_module(module, action):
     """Call `action(module)`, which returns the result dict, and exit the module with it."""
     try:

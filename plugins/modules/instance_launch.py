@@ -150,7 +150,7 @@ request_body:
 '''
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
-    backend_model, new_module, open_backend, run_module)
+    converge_request, new_module, run_module)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.launch import (
     LaunchRequest, ensure_launched, validate_launch_request)
 
@@ -179,12 +179,7 @@ def main():
 def converge(module):
     params = module.params
     request = LaunchRequest(**dict((field, params[field]) for field in LaunchRequest._fields))
-    validate_launch_request(backend_model(module), request)
-    with open_backend(module) as backend:
-        result = ensure_launched(backend, request, check_mode=module.check_mode)
-    if not module._diff:
-        result.pop('diff')
-    return result
+    return converge_request(module, request, validate_launch_request, ensure_launched)
 
 
 if __name__ == '__main__':

@@ -113,7 +113,7 @@ instance:
 '''
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
-    backend_model, new_module, open_backend, run_module)
+    converge_request, new_module, run_module)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.resize import (
     ResizeRequest, ensure_flavor, validate_resize_request)
 
@@ -134,12 +134,7 @@ def converge(module):
     params = module.params
     request = ResizeRequest(identifier=params['name'], flavor=params['flavor'], finish=params['finish'],
                             wait=params['wait'], timeout=params['timeout'])
-    validate_resize_request(backend_model(module), request)
-    with open_backend(module) as backend:
-        result = ensure_flavor(backend, request, check_mode=module.check_mode)
-    if not module._diff:
-        result.pop('diff')
-    return result
+    return converge_request(module, request, validate_resize_request, ensure_flavor)
 
 
 if __name__ == '__main__':

@@ -224,7 +224,7 @@ instance:
 '''
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
-    backend_model, new_module, open_backend, run_module)
+    converge_request, new_module, run_module)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (
     StateRequest, ensure_state, validate_request)
 
@@ -255,12 +255,7 @@ def converge(module):
         reboot_type=params['reboot_type'], shutdown_timeout=params['shutdown_timeout'],
         force_fallback=params['force_stop_fallback'], wait=params['wait'], timeout=params['timeout'],
         locked=params['locked'], lock_reason=params['lock_reason'])
-    validate_request(backend_model(module), request)    # bad input fails before any connection
-    with open_backend(module) as backend:
-        result = ensure_state(backend, request, check_mode=module.check_mode)
-    if not module._diff:
-        result.pop('diff')
-    return result
+    return converge_request(module, request, validate_request, ensure_state)
 
 
 if __name__ == '__main__':
