@@ -19,7 +19,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS = os.path.join(REPO, '.build', 'collections')
-PROBE = os.path.join(REPO, 'tests', 'integration', 'targets', 'instance_state_openstack', 'files', 'nova_probe.py')
+PROBE = os.path.join(REPO, 'tests', 'integration', 'targets', 'setup_nova_probe', 'files', 'nova_probe.py')
 sys.path.insert(0, COLLECTIONS)
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (  # noqa: E402
