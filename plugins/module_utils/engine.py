@@ -154,7 +154,7 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
         for number, edge in enumerate(steps, start=1):
             final = number == len(steps)
             record = {'verb': edge.verb, 'from': edge.source, 'to': edge.target}
-            executed.append(record)     # before acting: a verb sent counts as done to, even if its wait fails
+            executed.append(record)     # before acting: a verb sent is a change, even if its wait fails
             after = _run_step(backend, ref, before.name, edge, record, request, deadline,
                               wait=request.wait or not final, waits=waits)
     except VmopsError as error:
