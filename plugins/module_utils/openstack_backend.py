@@ -266,7 +266,7 @@ class OpenStackBackend(Backend):
         try:
             response = self.compute.request(url, method, microversion=COMPUTE_MICROVERSION, **kwargs)
         except sdk_exceptions.SDKException:
-            raise
+            raise       # the SDK's own errors (NotFound, HttpException) reach callers as they are
         except Exception as error:  # keystoneauth connection errors and the like
             raise ConnectionFailed('Compute API request %s %s failed: %s' % (method, url, error))
         sdk_exceptions.raise_from_response(response)
