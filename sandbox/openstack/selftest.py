@@ -3,7 +3,7 @@
     OS_CLIENT_CONFIG_FILE=/var/tmp/vmops-sandbox/openstack/clouds.yaml \
         .venv/bin/python sandbox/openstack/selftest.py [--no-kvm] [--keep]
 
-Every Nova server action the collection cares about, on the fake computes (fake1..fake3), a
+Every Nova server action the collection cares about, on the fake computes (fake1..fake4), a
 boot-from-volume server (Cinder on Ceph RBD), evacuation, the real libvirt compute kvm1 (a busybox
 guest whose console log must show `vmops-tick` lines) and the member's limits. Prints one line
 per step with its duration, then a JSON summary. Everything it creates is named st-* and deleted
@@ -20,7 +20,7 @@ import openstack
 from openstack import exceptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE_HOSTS = ('fake1', 'fake2', 'fake3')
+FAKE_HOSTS = ('fake1', 'fake2', 'fake3', 'fake4')
 TIMINGS = {}
 
 
