@@ -1,0 +1,309 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore on libvirt: copy a backup made by instance_snapshot back over the domain's disks.
+
+Backups are found and read with instance_snapshot's driver (libvirt_snapshot.py: backup
+directories `<backup_dir>/<domain>/<name>/` with a manifest, and internal snapshots), through
+libvirt's storage API, so remote URIs work.  A disk is restored by deleting the domain's disk
+volume and cloning the backup file into the same pool under the same name
+(virStorageVolCreateXMLFrom); the backup itself is only read.  The domain is shut down first
+(gracefully, its power cut after shutdown_timeout), and a managed save image is discarded: the
+memory it holds belongs to the disks being replaced.  The domain's <metadata> then records the
+snapshot it was restored from, which makes the restore idempotent.
+
+A domain that no longer exists is defined again from the backup's domain.xml, with its disks
+cloned back to the paths they had, when relaunch_missing is set.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import time
+import xml.etree.ElementTree as ET
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest, VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_rescue import RESCUE_NS
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_snapshot import (
+    DOMAIN_XML, MANIFEST, LibvirtSnapshots)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import InstanceStatus, PowerAfterRestore
+from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import newest_in_series
+from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+
+RESTORE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/restore/1'
+RESTORE_PREFIX = 'vmopsrestore'
+DEFAULT_SHUTDOWN_TIMEOUT = 60
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+class LibvirtRestorer(PowerAfterRestore):
+
+    def __init__(self, backend, backup_dir):
+        self.backend = backend
+        self.conn = backend.conn
+        self.snapshots = LibvirtSnapshots(backend, backup_dir)
+        self.files = self.snapshots.files
+        self.backup_dir = self.snapshots.backup_dir
+
+    def close(self):
+        self.snapshots.close()
+
+    def request_count(self):
+        return None
+
+    def find(self, identifier):
+        return self.backend.find(identifier)
+
+    def status(self, dom):
+        observation = self.backend.observe(dom)
+        state = observation.state
+        if self._metadata(dom, RESCUE_NS) is not None:
+            state = states.RESCUED
+        restored = self._metadata(dom, RESTORE_NS)
+        restored_from = ET.fromstring(restored).get('snapshot') if restored else None
+        return InstanceStatus(observation.name, observation.id, state, restored_from, False, None,
+                              dict(observation.details, task=observation.task))
+
+    def _metadata(self, dom, namespace):
+        try:
+            return dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise BackendError('Reading the metadata of %s failed: %s' % (dom.name(), error.get_error_message()))
+
+    # The snapshot --------------------------------------------------------------------------
+
+    def snapshot(self, dom, request):
+        if request.series:
+            record = newest_in_series(self.snapshots, dom, request.identifier, request.series)
+            if record is None:
+                raise InvalidRequest('Series %s has no verified snapshot of %s in %s (a backup counts once its manifest '
+                                     'says complete); nothing was changed.'
+                                     % (request.series, request.identifier, self.backup_dir), series=request.series)
+            return record
+        if '/' in request.snapshot:
+            return self._backup_at(request.snapshot)
+        record = self.snapshots.get(dom, request.identifier, request.snapshot)
+        if record is not None:
+            return record
+        if self.snapshots.incomplete(dom, request.identifier, request.snapshot):
+            raise InvalidRequest('Backup %s of %s is not complete (its manifest is missing or does not say complete); '
+                                 'it is never used. Nothing was changed.' % (request.snapshot, request.identifier))
+        raise InvalidRequest('No snapshot %s of %s: no backup %s/%s/%s and no internal snapshot of that name. '
+                             'Nothing was changed.' % (request.snapshot, request.identifier, self.backup_dir,
+                                                       dom.name() if dom is not None else request.identifier,
+                                                       request.snapshot))
+
+    def _backup_at(self, path):
+        """A backup named by its directory (any domain's): used to restore one domain from another's backup."""
+        path = path.rstrip('/')
+        pool = self.files.pool(path)
+        raw = self.files.read(pool, MANIFEST) if pool is not None else None
+        try:
+            manifest = json.loads(raw.decode('utf-8')) if raw else None
+        except ValueError:
+            manifest = None
+        if not manifest or manifest.get('complete') is not True:
+            raise InvalidRequest('%s is not a complete backup (no manifest saying complete); nothing was changed.' % path)
+        return self.snapshots._record_from_manifest(path, manifest, path.rsplit('/', 1)[0])
+
+    def owner(self, record):
+        if record['kind'] == 'libvirt_internal':
+            return record['_domain'].UUIDString()
+        return record['manifest'].get('domain_uuid')
+
+    # Restore -------------------------------------------------------------------------------
+
+    def plan_restore(self, dom, before, record, request):
+        if before.state == states.RESCUED:
+            raise InvalidRequest('%s is rescued; unrescue it first (vmops.lifecycle.instance_rescue '
+                                 'state=unrescued). Nothing was changed.' % before.name)
+        steps = []
+        if before.state in (states.RUNNING, states.PAUSED, states.ERROR):
+            steps.append('power_off')
+        if before.state == states.SUSPENDED:
+            steps.append('discard_saved_state')
+        copies = []
+        if record['kind'] == 'libvirt_backup':
+            copies = self._plan_copies(dom, before, record)
+            steps.extend('copy_%s' % copy['target'] for copy in copies)
+        else:
+            steps.append('revert_internal_snapshot')
+        steps.append('record_restored_from')
+        wanted = self.wanted_power(before.state, request)
+        if wanted is None:
+            wanted = states.RUNNING if before.state in (states.RUNNING, states.PAUSED, states.SUSPENDED) \
+                else states.STOPPED
+        if wanted == states.RUNNING:
+            steps.append('start')
+        return {'action': 'disk_restore', 'copies': copies, 'steps': steps, 'power': None, 'start': wanted == 'running',
+                'state_after': wanted}
+
+    def _plan_copies(self, dom, before, record):
+        manifest = record['manifest']
+        tree = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        current = {}
+        for disk in tree.iterfind('./devices/disk'):
+            target, source, driver = disk.find('target'), disk.find('source'), disk.find('driver')
+            if target is not None:
+                current[target.get('dev')] = (source.get('file') if source is not None else None,
+                                              driver.get('type', 'raw') if driver is not None else 'raw')
+        backup_pool = self.files.pool(record['path'])
+        entries = self.files.listing(backup_pool) if backup_pool is not None else {}
+        copies = []
+        for disk in manifest.get('disks', []):
+            target = disk['target']
+            if target not in current or not current[target][0]:
+                raise InvalidRequest('The backup has disk %s, but %s has no file-backed disk %s now; nothing was '
+                                     'changed.' % (target, before.name, target))
+            if disk['file'] not in entries:
+                raise InvalidRequest('Backup %s lacks its file %s; nothing was changed.' % (record['path'], disk['file']))
+            path, fmt = current[target]
+            try:
+                volume = self.conn.storageVolLookupByPath(path)
+                volume.storagePoolLookupByVolume()
+            except libvirt.libvirtError:
+                raise InvalidRequest('Disk %s of %s (%s) is in no libvirt storage pool; it cannot be restored '
+                                     'through libvirt. Nothing was changed.' % (target, before.name, path))
+            copies.append({'target': target, 'path': path, 'format': fmt, 'backup_file': disk['file'],
+                           'capacity': disk.get('virtual_size_bytes') or entries[disk['file']][1]})
+        return copies
+
+    def restore(self, dom, before, record, plan, request, deadline):
+        timings = {}
+        started = time.monotonic()
+        if 'power_off' in plan['steps']:
+            timings['power_off'] = self._power_off(dom, before, request, deadline)
+        if 'discard_saved_state' in plan['steps']:
+            dom.managedSaveRemove(0)
+        timings['power_off_seconds'] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+        try:
+            if record['kind'] == 'libvirt_backup':
+                backup_pool = self.files.pool(record['path'])
+                for copy in plan['copies']:
+                    self._copy(backup_pool, copy)
+            else:
+                snap = dom.snapshotLookupByName(record['_snapshot_name'], 0)
+                dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
+                if dom.isActive():      # a snapshot with memory reverts to running: we start below if wanted
+                    dom.destroy()
+        except libvirt.libvirtError as error:
+            raise BackendError('Restoring %s from %s failed: %s. The backup is untouched; run the restore again.'
+                               % (before.name, record['id'], error.get_error_message()))
+        timings['disk_restore_seconds'] = round(time.monotonic() - started, 3)
+        self._mark(dom, record)
+        if plan['start']:
+            started = time.monotonic()
+            dom.create()
+            self._wait_running(dom, before.name, deadline)
+            timings['start_seconds'] = round(time.monotonic() - started, 3)
+        return self.status(dom), timings
+
+    def _copy(self, backup_pool, copy):
+        source = backup_pool.storageVolLookupByName(copy['backup_file'])
+        volume = self.conn.storageVolLookupByPath(copy['path'])
+        pool = volume.storagePoolLookupByVolume()
+        name = volume.name()
+        volume.delete(0)
+        pool.createXMLFrom(_volume_xml(name, copy['capacity'], copy['format']), source, 0)
+
+    def _mark(self, dom, record):
+        element = ET.Element('restore', snapshot=record['id'], name=record['name'] or '',
+                             created_at=record.get('created_at') or '', restored_at=_now())
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, ET.tostring(element, encoding='unicode'),
+                        RESTORE_PREFIX, RESTORE_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+    def _power_off(self, dom, before, request, deadline):
+        if not dom.isActive():
+            return None
+        if before.state in (states.ERROR, states.PAUSED):
+            dom.destroy()       # its disks are about to be replaced: nothing in it is kept
+            return 'destroy'
+        dom.shutdown()
+        budget = Deadline(min(request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
+        try:
+            wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.STOPPED and not o.task,
+                       describe, 'domain %s to shut down for the restore' % before.name, budget)
+            return 'shutdown'
+        except VmopsError:
+            if dom.isActive():
+                dom.destroy()
+            return 'shutdown_then_destroy'
+
+    def _wait_running(self, dom, name, deadline):
+        wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
+                   describe, 'domain %s to run' % name, deadline,
+                   failure=lambda o: ('%s is %s' % (name, describe(o))) if o.state == states.ERROR else None)
+
+    # Relaunch (define again from the backup) ------------------------------------------------
+
+    def plan_relaunch(self, record, request):
+        if record['kind'] != 'libvirt_backup':
+            raise InvalidRequest('Snapshot %s is an internal snapshot; it went with its domain. Nothing was changed.'
+                                 % record['name'])
+        pool = self.files.pool(record['path'])
+        raw = self.files.read(pool, DOMAIN_XML) if pool is not None else None
+        if not raw:
+            raise InvalidRequest('Backup %s has no %s to define the domain from; nothing was changed.'
+                                 % (record['path'], DOMAIN_XML))
+        tree = ET.fromstring(raw.decode('utf-8'))
+        entries = self.files.listing(pool)
+        copies = []
+        for disk in record['manifest'].get('disks', []):
+            directory, name = disk['source'].rsplit('/', 1)
+            target_pool = self.files.pool(directory)
+            if target_pool is None:
+                raise InvalidRequest('Directory %s of disk %s is gone; nothing was changed.' % (directory, disk['target']))
+            existing = self.files.listing(target_pool).get(name)
+            if existing is not None and not request.force:
+                raise InvalidRequest('%s already exists (the disk the domain had?); set force=true to overwrite it '
+                                     'with the backup. Nothing was changed.' % disk['source'])
+            copies.append({'target': disk['target'], 'path': disk['source'], 'pool_dir': directory, 'name': name,
+                           'format': disk.get('source_format') or 'qcow2', 'backup_file': disk['file'],
+                           'capacity': disk.get('virtual_size_bytes') or entries[disk['file']][1],
+                           'exists': existing is not None})
+        start = request.power_state != 'stopped'
+        return {'action': 'relaunch', 'domain_xml': raw.decode('utf-8'), 'copies': copies,
+                'name': tree.findtext('name'), 'power': None, 'start': start,
+                'steps': ['copy_%s' % copy['target'] for copy in copies] + ['define', 'record_restored_from']
+                + (['start'] if start else []), 'state_after': 'running' if start else 'stopped'}
+
+    def relaunch(self, record, plan, request, deadline):
+        timings = {}
+        started = time.monotonic()
+        backup_pool = self.files.pool(record['path'])
+        for copy in plan['copies']:
+            target_pool = self.files.pool(copy['pool_dir'])
+            if copy['exists']:
+                target_pool.storageVolLookupByName(copy['name']).delete(0)
+            source = backup_pool.storageVolLookupByName(copy['backup_file'])
+            target_pool.createXMLFrom(_volume_xml(copy['name'], copy['capacity'], copy['format']), source, 0)
+        timings['disk_restore_seconds'] = round(time.monotonic() - started, 3)
+        dom = self.conn.defineXML(plan['domain_xml'])
+        self._mark(dom, record)
+        if plan['start']:
+            started = time.monotonic()
+            dom.create()
+            self._wait_running(dom, plan['name'], deadline)
+            timings['start_seconds'] = round(time.monotonic() - started, 3)
+        return self.status(dom), timings
+
+
+def _volume_xml(name, capacity, fmt):
+    volume = ET.Element('volume')
+    ET.SubElement(volume, 'name').text = name
+    ET.SubElement(volume, 'capacity', unit='bytes').text = str(capacity)
+    target = ET.SubElement(volume, 'target')
+    ET.SubElement(target, 'format', type=fmt)
+    return ET.tostring(volume, encoding='unicode')
