@@ -152,13 +152,41 @@ class VmopsFakeDriver(fake.FakeDriver):
             self.spawn(context, instance, instance.image_meta, None, None, None,
                        network_info=network_info, block_device_info=block_device_info)
 
+    # Opt-in slow live migration (tests of deadlines, abort and force-complete): a server whose
+    # metadata has vmops_fake_live_migration_seconds=N takes N seconds to live-migrate, unless
+    # aborted (DELETE /servers/{id}/migrations/{mid}: rolled back, stays on the source) or
+    # force-completed (POST .../action force_complete: completes at once) meanwhile.
+    SLOW_LIVE_MIGRATION_KEY = 'vmops_fake_live_migration_seconds'
+    _live_migration_verdicts = {}
+
     def live_migration(self, context, instance, dest, post_method, recover_method,
                        block_migration=False, migrate_data=None):
+        try:
+            seconds = float((instance.metadata or {}).get(self.SLOW_LIVE_MIGRATION_KEY) or 0)
+        except (TypeError, ValueError):
+            seconds = 0
+        if seconds > 0:
+            verdicts = self._live_migration_verdicts
+            verdicts.pop(instance.uuid, None)
+            ends = time.monotonic() + seconds
+            LOG.info("vmops fake: slow live migration (%.1f s) to %s", seconds, dest, instance=instance)
+            while time.monotonic() < ends and instance.uuid not in verdicts:
+                time.sleep(0.1)
+            if verdicts.pop(instance.uuid, None) == 'abort':
+                LOG.info("vmops fake: live migration aborted", instance=instance)
+                recover_method(context, instance, dest, migrate_data, migration_status='cancelled')
+                return
         super().live_migration(context, instance, dest, post_method, recover_method,
                                block_migration, migrate_data)
         # The guest runs on dest now (post_live_migration_at_destination spawned it there); the
         # stock fake keeps a stale copy on the source.
         self.instances.pop(instance.uuid, None)
+
+    def live_migration_abort(self, instance):
+        self._live_migration_verdicts[instance.uuid] = 'abort'
+
+    def live_migration_force_complete(self, instance):
+        self._live_migration_verdicts[instance.uuid] = 'complete'
 
     def get_host_uptime(self):
         with open('/proc/uptime') as f:

@@ -1,0 +1,591 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The OpenStack side of host_evacuate and host_service: Nova's services, migrations and Placement.
+
+Every compute request goes out at MOVES_MICROVERSION (2.84), chosen because:
+  2.53  services are addressed by UUID (PUT /os-services/{id} with status / forced_down);
+  2.56  a cold migration may name a target host;
+  2.59  the migrations list takes changes-since and shows UUIDs;
+  2.68  live migration and evacuation lost `force`: a named target host is always checked by the
+        scheduler (a disabled or full target is refused instead of being overloaded);
+  2.73  lock with a reason (evacuations lock each server while it moves);
+  2.84  instance action events carry `details` (the reason a migration failed).
+  Up to 2.93 (Zed's maximum) evacuation keeps each server's power state (2.95 would stop them all).
+
+Progress comes from ONE shared read per cycle: GET /servers/detail?all_tenants=1&changes-since=T,
+T a little before the run started: every server touched since then (ours included) with its host,
+status and task_state.  Nova sets task_state synchronously when it accepts a move, so "task_state
+back to none" with another host means moved, with the same host means the move ended without moving.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
+    OpenStackBackend, observation_from_server, sdk_exceptions, _sdk_message)
+
+MOVES_MICROVERSION = '2.84'
+PLACEMENT_MICROVERSION = '1.29'
+CLOCK_SKEW_MARGIN = 60          # seconds subtracted from "now" for changes-since (cloud clocks differ)
+
+# task_state values that mean a move of the server is in flight (a rerun adopts them).
+MOVE_TASKS = ('migrating', 'resize_prep', 'resize_migrating', 'resize_migrated', 'resize_finish',
+              'rebuilding', 'rebuild_spawning', 'rebuild_block_device_mapping', 'shelving_offloading')
+
+# Migration record statuses of a move the compute is still working on ('finished' is a cold migration
+# waiting for its confirm: the server shows VERIFY_RESIZE, which the step machine handles).
+MIGRATION_IN_PROGRESS = ('queued', 'preparing', 'running', 'accepted', 'pre-migrating', 'migrating', 'post-migrating',
+                         'confirming')
+
+# Nova cold-migrates only ACTIVE and STOPPED servers, live-migrates ACTIVE and PAUSED ones, and
+# evacuates ACTIVE, STOPPED and ERROR ones.
+LIVE_STATES = (states.RUNNING, states.PAUSED)
+COLD_STATES = (states.RUNNING, states.STOPPED)
+EVACUATE_STATES = (states.RUNNING, states.STOPPED, states.ERROR, states.PAUSED)
+
+ACTIONS = {
+    'resume': {'resume': None}, 'suspend': {'suspend': None},
+    'unrescue': {'unrescue': None}, 'rescue': {'rescue': {}},
+    'pause': {'pause': None}, 'unpause': {'unpause': None},
+    'start': {'os-start': None}, 'stop': {'os-stop': None},
+    'confirm': {'confirmResize': None}, 'offload': {'shelveOffload': None}, 'unlock': {'unlock': None},
+}
+# The status each settling verb leads to.
+LANDS_IN = {'resume': 'ACTIVE', 'unrescue': 'ACTIVE', 'suspend': 'SUSPENDED', 'rescue': 'RESCUE',
+            'pause': 'PAUSED', 'unpause': 'ACTIVE', 'start': 'ACTIVE', 'stop': 'SHUTOFF'}
+STATE_STATUS = {states.RUNNING: 'ACTIVE', states.STOPPED: 'SHUTOFF', states.PAUSED: 'PAUSED',
+                states.SUSPENDED: 'SUSPENDED', states.RESCUED: 'RESCUE'}
+
+
+def service_view(body):
+    """Nova's service body in the module's words."""
+    if body is None:
+        return None
+    return {'id': body.get('id'), 'host': body.get('host'), 'binary': body.get('binary'),
+            'status': body.get('status'), 'state': body.get('state'), 'zone': body.get('zone'),
+            'disabled_reason': body.get('disabled_reason'), 'forced_down': bool(body.get('forced_down')),
+            'updated_at': body.get('updated_at')}
+
+
+class OpenStackMoves(moves.MoveBackend):
+    """MoveBackend and service control over one OpenStackBackend connection."""
+
+    name = 'openstack'
+    # Nova's max_concurrent_live_migrations (per source compute) defaults to 1 and is often raised;
+    # more in flight than that only queue in the compute.  2 keeps the window busy while one finishes.
+    default_window = 2
+
+    def __init__(self, params, backend=None):
+        self.backend = backend or OpenStackBackend(params)
+        self.conn = self.backend.conn
+        self._services = None
+        self._since = None
+        self.host = None
+
+    # plumbing ----------------------------------------------------------------------------------
+
+    def close(self):
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def location(self):
+        return self.backend.location()
+
+    def request_count(self):
+        return self.backend.request_count()
+
+    def _call(self, method, url, **kwargs):
+        try:
+            response = self.backend.compute.request(url, method, microversion=MOVES_MICROVERSION, **kwargs)
+        except sdk_exceptions.SDKException:
+            raise
+        except Exception as error:  # keystoneauth connection errors
+            raise BackendError('Compute API request %s %s failed: %s' % (method, url, error))
+        if response.status_code == 403:
+            raise BackendError('Nova refused %s %s (HTTP 403, policy): %s. Host and migration operations need an '
+                               'admin role.' % (method, url.split('?')[0], _text(response)), http_status=403)
+        sdk_exceptions.raise_from_response(response)
+        return response
+
+    def _action(self, server_id, verb, body, name=None):
+        try:
+            self._call('POST', '/servers/%s/action' % server_id, json=body)
+        except sdk_exceptions.HttpException as error:
+            raise BackendError('Nova refused %s of %s: %s' % (verb, name or server_id, _sdk_message(error)),
+                               verb=verb, http_status=error.status_code)
+
+    # services ----------------------------------------------------------------------------------
+
+    def compute_services(self, binary='nova-compute', refresh=False):
+        if self._services is None or refresh:
+            body = self._call('GET', '/os-services', params={'binary': binary}).json()
+            self._services = [service_view(s) for s in body['services']]
+        return self._services
+
+    def find_service(self, host, binary='nova-compute'):
+        body = self._call('GET', '/os-services', params={'binary': binary, 'host': host}).json()
+        found = [s for s in body['services'] if s['host'] == host]
+        return service_view(found[0]) if found else None
+
+    def get_service(self, host):
+        services = self.compute_services()
+        found = [s for s in services if s['host'] == host]
+        if not found:
+            raise InvalidRequest('No nova-compute service on host %s in %s; known hosts: %s.'
+                                 % (host, self.location(), ', '.join(sorted(s['host'] for s in services))))
+        return found[0]
+
+    def update_service(self, service, disabled=None, reason=None, forced_down=None):
+        """PUT /os-services/{id} (2.53+); returns the service after."""
+        body = {}
+        if disabled is not None:
+            body['status'] = 'disabled' if disabled else 'enabled'
+            if disabled and reason:
+                body['disabled_reason'] = reason
+        if forced_down is not None:
+            body['forced_down'] = bool(forced_down)
+        try:
+            answer = self._call('PUT', '/os-services/%s' % service['id'], json=body).json()
+        except sdk_exceptions.HttpException as error:
+            raise BackendError('Nova refused to update the %s service of %s: %s'
+                               % (service['binary'], service['host'], _sdk_message(error)),
+                               http_status=error.status_code)
+        after = service_view(answer['service'])
+        if self._services is not None:
+            self._services = [after if s['id'] == after['id'] else s for s in self._services]
+        return after
+
+    def set_service(self, host, disabled=None, reason=None, forced_down=None):
+        return self.update_service(self.get_service(host), disabled=disabled, reason=reason,
+                                   forced_down=forced_down)
+
+    # listing and planning ------------------------------------------------------------------------
+
+    def list_on_host(self, host):
+        self.host = host
+        self._since = time.time() - CLOCK_SKEW_MARGIN
+        servers = self._call('GET', '/servers/detail', params={'host': host, 'all_tenants': 1}).json()['servers']
+        subjects = [self._subject(body, host) for body in servers]
+        # A cold migration off the host that waits for its confirm already shows the target as the
+        # server's host: the migrations list finds it (a rerun confirms it).
+        query = {'source_compute': host, 'status': 'finished', 'migration_type': 'migration'}
+        finished = self._call('GET', '/os-migrations', params=query).json()['migrations']
+        listed = set(s.id for s in subjects)
+        for migration in finished:
+            if migration['instance_uuid'] in listed:
+                continue
+            body = self._server(migration['instance_uuid'])
+            if body is None or body.get('status') != 'VERIFY_RESIZE':
+                continue
+            subject = self._subject(body, host)
+            details = dict(subject.details, move_in_flight=True, migration_id=migration['id'],
+                           dest=migration.get('dest_compute'))
+            subjects.append(subject._replace(host=host, task='verify_resize', details=details))
+            listed.add(subject.id)
+        return subjects
+
+    def _server(self, server_id):
+        try:
+            return self._call('GET', '/servers/%s' % server_id).json()['server']
+        except sdk_exceptions.NotFoundException:
+            return None
+
+    def _subject(self, body, host):
+        observation = observation_from_server(body)
+        flavor = body.get('flavor') or {}
+        details = dict(observation.details, status=body.get('status'), project_id=body.get('tenant_id'),
+                       vcpus=flavor.get('vcpus'), ram=flavor.get('ram'), disk=flavor.get('disk'),
+                       move_in_flight=(body.get('OS-EXT-STS:task_state') in MOVE_TASKS))
+        state = observation.state
+        if body.get('status') in ('MIGRATING', 'RESIZE', 'REBUILD'):
+            state = STATUS_TO_STATE_OF_VM.get(body.get('OS-EXT-STS:vm_state'), states.RUNNING)
+        return moves.MoveSubject(body['id'], body.get('name'), state, observation.task,
+                                 body.get('OS-EXT-SRV-ATTR:host') or host, bool(body.get('locked')), details)
+
+    def plan_move(self, subject, request):
+        decision = moves.policy_decision(subject, request)
+        move = decision.move
+        if move == moves.EVACUATE and subject.state not in EVACUATE_STATES:
+            # Nova evacuates active, stopped, paused (as active) and error servers only.
+            policy = request.policy_for(subject.state)
+            if policy == 'fail':
+                return moves.Decision(moves.FAIL, 'Nova cannot evacuate a %s server (%s_policy=fail)'
+                                      % (subject.state, subject.state))
+            return moves.Decision(moves.SKIP, 'Nova cannot evacuate a %s server; it stays on the failed host'
+                                  % subject.state)
+        if move == moves.COLD and subject.state not in COLD_STATES:
+            return moves.Decision(moves.FAIL, 'Nova cold-migrates only active or stopped servers, not %s'
+                                  % subject.state)
+        return decision
+
+    # moving ------------------------------------------------------------------------------------
+
+    def start_move(self, subject, move, target_host, options):
+        """Send the first request of a move; the steps of a move are handle.data['steps']."""
+        steps = self._steps(subject, move, options)
+        handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
+                                  state_before=subject.state, locked_by_us=False)
+        self._send_step(handle)
+        return handle
+
+    def _steps(self, subject, move, options):
+        """The verbs of one move, in order.  'move' is the move itself."""
+        if move == moves.EVACUATE:
+            steps = ['move']
+            if not subject.locked and options.lock_during_move:
+                steps.insert(0, 'lock')
+            wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
+            # After an evacuation at 2.68..2.93 the server is active unless it was stopped.
+            after = states.STOPPED if subject.state == states.STOPPED else states.RUNNING
+            if wanted != after and wanted in (states.RUNNING, states.STOPPED, states.PAUSED):
+                steps.append({states.RUNNING: 'start', states.STOPPED: 'stop', states.PAUSED: 'pause'}[wanted])
+            if 'lock' in steps:
+                steps.append('unlock')
+            return steps
+        if move == moves.COLD:
+            return ['move', 'confirm']
+        if move == moves.OFFLOAD:
+            return ['move']
+        if subject.state == states.SUSPENDED:
+            return ['resume', 'move', 'suspend']
+        if subject.state == states.RESCUED:
+            return ['unrescue', 'move', 'rescue']
+        return ['move']
+
+    def _send_step(self, handle):
+        subject, step = handle.subject, handle.data['steps'][handle.data['step']]
+        options = handle.data['options']
+        target = handle.target_host
+        if step == 'lock':
+            self._action(subject.id, 'lock', {'lock': {'locked_reason': 'vmops host_evacuate: evacuating from %s'
+                                                       % subject.host}}, subject.name)
+            handle.data['locked_by_us'] = True
+            handle.data['step'] += 1
+            return self._send_step(handle)
+        if step == 'unlock':
+            self._action(subject.id, 'unlock', ACTIONS['unlock'], subject.name)
+            handle.data['locked_by_us'] = False
+            return None
+        if step == 'move':
+            handle.data['move_sent'] = True
+            if handle.move == moves.LIVE:
+                block = options.block_migration
+                block = 'auto' if block in (None, 'auto') else (str(block).lower() in ('true', 'yes', '1'))
+                return self._action(subject.id, 'live migration',
+                                    {'os-migrateLive': {'host': target, 'block_migration': block}}, subject.name)
+            if handle.move == moves.COLD:
+                return self._action(subject.id, 'cold migration', {'migrate': {'host': target} if target else None},
+                                    subject.name)
+            if handle.move == moves.EVACUATE:
+                return self._action(subject.id, 'evacuation', {'evacuate': {'host': target} if target else {}},
+                                    subject.name)
+            if handle.move == moves.OFFLOAD:
+                return self._action(subject.id, 'shelve offload', ACTIONS['offload'], subject.name)
+            raise BackendError('Unknown move %s' % handle.move)
+        return self._action(subject.id, step, ACTIONS[step], subject.name)
+
+    def adopt(self, subject):
+        """Follow a move found in flight: a VERIFY_RESIZE waiting for its confirm, or a task in progress."""
+        if subject.task == 'verify_resize':
+            handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'), steps=['move', 'confirm'],
+                                      step=0, options=None, state_before=subject.state, locked_by_us=False,
+                                      resolved_move=moves.COLD, was_done=True)
+            return handle
+        task = subject.task or ''
+        kind = moves.COLD if task.startswith('resize') else moves.EVACUATE if task.startswith('rebuild') else \
+            moves.OFFLOAD if task == 'shelving_offloading' else moves.LIVE
+        steps = ['move', 'confirm'] if kind == moves.COLD else ['move']
+        return moves.MoveHandle(subject, moves.ADOPT, None, steps=steps, step=0, options=None,
+                                state_before=subject.state, locked_by_us=False, resolved_move=kind)
+
+    def poll(self, handles):
+        """ONE request: every server changed since the run started, then each handle's news."""
+        params = {'all_tenants': 1, 'changes-since': _iso(self._since or time.time() - CLOCK_SKEW_MARGIN)}
+        bodies = dict((s['id'], s) for s in self._call('GET', '/servers/detail', params=params).json()['servers'])
+        out = {}
+        for handle in handles:
+            body = bodies.get(handle.id)
+            if body is None:
+                continue
+            status = self._status_of(handle, body)
+            if status is not None:
+                out[handle.id] = status
+        # Nova settles the server (host, task_state) a moment before the compute ends the migration
+        # (record 'completed', the per-host migration slot free).  A move counts as ended only when its
+        # record says so too: one more shared read, only in cycles where some move looks ended.
+        waiting = [h for h in handles if h.id in out and self._has_record(h)]
+        if waiting:
+            records = self._latest_migrations()
+            for handle in waiting:
+                record = records.get(handle.id)
+                if record is not None and record['status'] in MIGRATION_IN_PROGRESS:
+                    del out[handle.id]
+        return out
+
+    def _has_record(self, handle):
+        step = handle.data['steps'][handle.data['step']]
+        move = handle.data.get('resolved_move', handle.move)
+        return step in ('move', 'confirm') and move in (moves.LIVE, moves.COLD, moves.EVACUATE)
+
+    def _latest_migrations(self):
+        """instance_uuid -> its newest migration record off the host, changed since the run started."""
+        params = {'source_compute': self.host, 'changes-since': _iso(self._since or time.time() - CLOCK_SKEW_MARGIN)}
+        latest = {}
+        for record in self._call('GET', '/os-migrations', params=params).json()['migrations']:
+            known = latest.get(record['instance_uuid'])
+            if known is None or record['id'] > known['id']:
+                latest[record['instance_uuid']] = record
+        return latest
+
+    def _status_of(self, handle, body):
+        status, task = body.get('status'), body.get('OS-EXT-STS:task_state')
+        host = body.get('OS-EXT-SRV-ATTR:host')
+        state = observation_from_server(body).state
+        step = handle.data['steps'][handle.data['step']]
+        move = handle.data.get('resolved_move', handle.move)
+        if status == 'ERROR' and handle.subject.state != states.ERROR:
+            fault = (body.get('fault') or {}).get('message') or 'no fault message'
+            return moves.MoveStatus(False, True, 'the server went into ERROR: %s' % fault, host, state)
+        if task is not None or status in ('MIGRATING', 'RESIZE', 'REBUILD', 'BUILD'):
+            return None
+        if step == 'move':
+            if move == moves.OFFLOAD:
+                return moves.MoveStatus(status == 'SHELVED_OFFLOADED', status != 'SHELVED_OFFLOADED',
+                                        None if status == 'SHELVED_OFFLOADED' else 'not offloaded (%s)' % status,
+                                        host, state)
+            if move == moves.COLD and status == 'VERIFY_RESIZE':
+                return moves.MoveStatus(True, False, None, host, state)
+            if host != handle.subject.host and move != moves.COLD:
+                return moves.MoveStatus(True, False, None, host, state)
+            if handle.data.get('was_done'):
+                return moves.MoveStatus(True, False, None, host, state)
+            return moves.MoveStatus(False, True, self._why_failed(handle), host, state)
+        if step == 'confirm':
+            if status == 'VERIFY_RESIZE':
+                return None     # confirming
+            return moves.MoveStatus(True, False, None, host, state)
+        wanted = LANDS_IN.get(step)
+        if wanted and status == wanted:
+            return moves.MoveStatus(True, False, None, host, state)
+        return moves.MoveStatus(False, True, '%s did not lead to %s (status %s)' % (step, wanted, status), host, state)
+
+    def _why_failed(self, handle):
+        """The reason Nova gives for a move that ended without moving (instance action events)."""
+        try:
+            actions = self._call('GET', '/servers/%s/os-instance-actions' % handle.id).json()['instanceActions']
+            if not actions:
+                return 'the move ended and the server is still on %s' % handle.subject.host
+            latest = actions[0]
+            detail = self._call('GET', '/servers/%s/os-instance-actions/%s' % (handle.id, latest['request_id'])
+                                ).json()['instanceAction']
+            failed = [e for e in detail.get('events') or [] if e.get('result') == 'Error']
+            if failed:
+                event = failed[-1]
+                return '%s failed in %s: %s' % (latest.get('action'), event.get('event'),
+                                                event.get('details') or 'no details')
+            return '%s ended (%s) and the server is still on %s' % (latest.get('action'), latest.get('message')
+                                                                    or 'no message', handle.subject.host)
+        except (sdk_exceptions.SDKException, BackendError, KeyError) as error:
+            return 'the move ended and the server is still on %s (reason unknown: %s)' % (handle.subject.host, error)
+
+    def _migration_in_progress(self, handle):
+        body = self._call('GET', '/servers/%s/migrations' % handle.id).json()['migrations']
+        if not body:
+            raise BackendError('No live migration of %s in progress to act on.' % handle.subject.name)
+        return body[0]['id']
+
+    def abort(self, handle):
+        self._in_live_step(handle)
+        migration_id = self._migration_in_progress(handle)
+        handle.data['migration_id'] = migration_id
+        try:
+            self._call('DELETE', '/servers/%s/migrations/%s' % (handle.id, migration_id))
+        except sdk_exceptions.HttpException as error:
+            raise BackendError('Nova refused to abort migration %s of %s: %s'
+                               % (migration_id, handle.subject.name, _sdk_message(error)))
+
+    def force_complete(self, handle):
+        self._in_live_step(handle)
+        migration_id = self._migration_in_progress(handle)
+        handle.data['migration_id'] = migration_id
+        try:
+            self._call('POST', '/servers/%s/migrations/%s/action' % (handle.id, migration_id),
+                       json={'force_complete': None})
+        except sdk_exceptions.HttpException as error:
+            raise BackendError('Nova refused to force-complete migration %s of %s: %s'
+                               % (migration_id, handle.subject.name, _sdk_message(error)))
+
+    def _in_live_step(self, handle):
+        if handle.data.get('resolved_move', handle.move) != moves.LIVE or \
+                handle.data['steps'][handle.data['step']] != 'move':
+            raise BackendError('%s is not in a live migration step' % handle.subject.name)
+
+    def can_cold_fallback(self, handle, status):
+        if handle.data['state_before'] not in COLD_STATES:
+            return 'Nova cold-migrates only active or stopped servers; this one was %s' % handle.data['state_before']
+        return None
+
+    def finish(self, handle, status):
+        """Next step of a done move, or the undo of a failed one."""
+        steps = handle.data['steps']
+        if status.failed:
+            return self._undo(handle, status)
+        handle.data['step'] += 1
+        if handle.data['step'] >= len(steps):
+            return status
+        try:
+            self._send_step(handle)
+        except BackendError as error:
+            return moves.MoveStatus(False, True, 'moved to %s, but then %s' % (status.host, error.msg),
+                                    status.host, status.state)
+        if steps[handle.data['step']] == 'unlock':     # no wait needed for an unlock
+            return status
+        return moves.MoveStatus(False, False, None, status.host, status.state)
+
+    def _undo(self, handle, status):
+        """After a failed step: put back what the earlier steps changed, without waiting."""
+        undone = []
+        steps, done = handle.data['steps'], handle.data['step']
+        back = {'resume': 'suspend', 'unrescue': 'rescue'}
+        try:
+            for step in steps[:done]:
+                if step in back and status.state == states.RUNNING:
+                    self._action(handle.id, back[step], ACTIONS[back[step]], handle.subject.name)
+                    undone.append(back[step])
+            if handle.data.get('locked_by_us'):
+                self._action(handle.id, 'unlock', ACTIONS['unlock'], handle.subject.name)
+                undone.append('unlock')
+        except BackendError as error:
+            undone.append('undo failed: %s' % error.msg)
+        message = status.message
+        if undone:
+            message = '%s (undone: %s)' % (message, ', '.join(undone))
+        return moves.MoveStatus(False, True, message, status.host, status.state)
+
+    # capacity ----------------------------------------------------------------------------------
+
+    def capacity(self, host, subjects):
+        """Placement: the free VCPU / MEMORY_MB / DISK_GB of every other compute, against the servers' needs."""
+        needed = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
+        largest = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
+        for subject in subjects:
+            for resource, key in (('VCPU', 'vcpus'), ('MEMORY_MB', 'ram'), ('DISK_GB', 'disk')):
+                value = subject.details.get(key) or 0
+                needed[resource] += value
+                largest[resource] = max(largest[resource], value)
+        try:
+            placement = self.conn.placement
+            providers = placement.get('/resource_providers', microversion=PLACEMENT_MICROVERSION).json()
+            providers = providers['resource_providers']
+            query = ','.join('%s:%d' % (k, max(v, 1)) for k, v in sorted(largest.items()))
+            candidates = placement.get('/allocation_candidates', params={'resources': query},
+                                       microversion=PLACEMENT_MICROVERSION).json()['provider_summaries']
+        except Exception as error:  # Placement is advisory here: say it could not be read
+            return [{'host': None, 'fits': None, 'message': 'Placement could not be read: %s' % error}]
+        services = dict((s['host'], s) for s in self.compute_services())
+        zone = (services.get(host) or {}).get('zone')
+        rows = []
+        for provider in providers:
+            name = provider['name']
+            if name == host or name not in services:
+                continue
+            service = services[name]
+            summary = candidates.get(provider['uuid'])
+            free = {}
+            if summary:
+                for resource, numbers in summary['resources'].items():
+                    free[resource] = numbers['capacity'] - numbers['used']
+            # The scheduler uses enabled, up hosts; a server usually stays in its availability zone.
+            usable = service['status'] == 'enabled' and service['state'] == 'up' and service.get('zone') == zone
+            rows.append({'host': name, 'status': service['status'], 'state': service['state'],
+                         'zone': service.get('zone'), 'fits_largest': bool(summary), 'free': free,
+                         'usable': usable})
+        total_free = dict((k, sum(r['free'].get(k, 0) for r in rows if r['usable'] and r['fits_largest']))
+                          for k in needed)
+        fits = all(total_free[k] >= needed[k] for k in needed) and any(r['usable'] and r['fits_largest']
+                                                                       for r in rows)
+        return {'hosts': sorted(rows, key=lambda r: r['host']), 'needed': needed, 'largest': largest,
+                'free_on_usable_hosts': total_free, 'fits': fits}
+
+
+STATUS_TO_STATE_OF_VM = {'active': states.RUNNING, 'stopped': states.STOPPED, 'paused': states.PAUSED,
+                         'suspended': states.SUSPENDED, 'rescued': states.RESCUED, 'error': states.ERROR}
+
+
+def _text(response):
+    try:
+        body = response.json()
+        return '; '.join(str(v.get('message', v)) if isinstance(v, dict) else str(v) for v in body.values()).rstrip('.')
+    except ValueError:
+        return response.text[:200]
+
+
+def _iso(epoch):
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
+
+
+# host_service ------------------------------------------------------------------------------------
+
+def validate_service_request(params):
+    """Refuse bad input for host_service before connecting."""
+    if params.get('backend') == 'libvirt' or params.get('libvirt_uri'):
+        raise InvalidRequest('host_service controls a Nova compute service; libvirt has no compute service to '
+                             'disable or force down (to keep new domains off a libvirt host, stop defining them '
+                             'there). Use the OpenStack backend (cloud/auth).')
+    if params.get('state') is None and params.get('forced_down') is None:
+        raise InvalidRequest('Nothing asked: set state (enabled/disabled) and/or forced_down.')
+    if params.get('disabled_reason') is not None and params.get('state') != 'disabled':
+        raise InvalidRequest('disabled_reason needs state=disabled (Nova clears the reason on enable).')
+    if params.get('forced_down') and not params.get('fenced'):
+        raise InvalidRequest('forced_down=true needs fenced=true: marking a host down lets Nova evacuate its '
+                             'instances elsewhere, so first make sure the host is powered off or isolated '
+                             '(fenced), then say so.')
+
+
+def ensure_service(backend, params, check_mode=False):
+    """Converge one compute service (status, reason, forced_down); returns the module result."""
+    host, binary = params['host'], params.get('binary') or 'nova-compute'
+    before = backend.find_service(host, binary)
+    if before is None:
+        raise InvalidRequest('No %s service on host %s in %s.' % (binary, host, backend.location()))
+    wanted_disabled = None if params.get('state') is None else params['state'] == 'disabled'
+    change = {}
+    if wanted_disabled is not None and (before['status'] == 'disabled') != wanted_disabled:
+        change['disabled'] = wanted_disabled
+    reason = params.get('disabled_reason')
+    if wanted_disabled and reason is not None and before['disabled_reason'] != reason:
+        change['disabled'] = True
+    if params.get('forced_down') is not None and before['forced_down'] != params['forced_down']:
+        change['forced_down'] = params['forced_down']
+    after = before
+    if change and not check_mode:
+        after = backend.update_service(before, disabled=change.get('disabled'),
+                                       reason=reason if change.get('disabled') else None,
+                                       forced_down=change.get('forced_down'))
+    elif change:
+        after = dict(before)
+        if 'disabled' in change:
+            after['status'] = 'disabled' if change['disabled'] else 'enabled'
+            after['disabled_reason'] = reason if change['disabled'] else None
+        if 'forced_down' in change:
+            after['forced_down'] = change['forced_down']
+            after['state'] = 'down' if change['forced_down'] else '(reported by the service within its report interval)'
+    keys = ('status', 'disabled_reason', 'forced_down', 'state')
+    return {
+        'changed': bool(change),
+        'service': {'before': before, 'after': after},
+        'api_requests': backend.request_count(),
+        'diff': {'before': dict((k, before[k]) for k in keys), 'after': dict((k, after[k]) for k in keys)},
+    }

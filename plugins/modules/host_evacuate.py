@@ -1,0 +1,368 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: host_evacuate
+short_description: Move every instance off a host (planned drain, or evacuation of a dead host)
+version_added: 0.2.0
+description:
+  - V(drain) (planned maintenance) empties a live host. Running and paused instances move live, and
+    stopped ones move cold (on OpenStack, the cold migration is confirmed). Suspended, shelved and
+    rescued instances follow O(suspended_policy), O(shelved_policy) and O(rescued_policy). Instances in
+    error are reported and left alone unless O(error_policy) says otherwise. Each instance ends in the
+    power state it started in.
+  - V(evacuate) (OpenStack only) rebuilds the instances of a dead host on other hosts. It is refused
+    unless the host's compute service reports down, or the caller states the host is fenced and asks
+    to force it down.
+  - At most O(window) moves are in flight at any time; the window is refilled as each move ends. The
+    module finds ended moves with one shared read per cycle for all instances, never one read per instance.
+  - A live move still running after O(deadline) seconds is aborted (or force-completed, see
+    O(deadline_action)). An aborted one then moves cold if O(cold_fallback) allows it.
+  - Resumable. The module derives its progress from the cloud or hypervisor, never from a local file.
+    A rerun after an interrupted run follows the moves still in flight, confirms cold migrations left
+    waiting, and moves the rest. An instance already moved is no longer on the host and is not touched
+    again. A rerun on an empty, disabled host reports no change.
+  - The host's compute service is disabled first (O(disable)). If the run fails, the service is
+    enabled again unless O(restore_service_on_failure=false). A forced-down mark is never undone.
+  - Check mode returns the plan (which instance, which move, in which order) and the room the other
+    hosts have (Placement inventories and usages on OpenStack), and touches nothing.
+author:
+  - vmops.lifecycle contributors (@vmops-lifecycle)
+options:
+  host:
+    description:
+      - The host to empty. On OpenStack, a compute host name as Nova's services list shows it.
+      - On libvirt, the host name the source hypervisor reports (its URI is O(libvirt_uri)); any other name is
+        refused before anything moves. Or the source URI itself (then O(libvirt_uri) may be left out).
+    type: str
+    required: true
+  mode:
+    description:
+      - V(drain) moves instances off a live host. V(evacuate) rebuilds the instances of a dead host elsewhere
+        (OpenStack only).
+    type: str
+    choices: [drain, evacuate]
+    default: drain
+  target_host:
+    description:
+      - Where to move the instances. On OpenStack, leave it out to let the scheduler choose. A named host is
+        still checked by the scheduler (compute microversion 2.68 and later), so a disabled or full
+        target is refused.
+      - On libvirt, required, the URI of the destination hypervisor.
+    type: str
+  instances:
+    description:
+      - Move only these instances (names or IDs) of the host; the others stay.
+    type: list
+    elements: str
+  window:
+    description:
+      - Most moves in flight at once. Default 2 on OpenStack (Nova's C(max_concurrent_live_migrations) is
+        per source host; more only queue in the compute) and 1 on libvirt.
+    type: int
+  deadline:
+    description:
+      - Seconds one instance's move may take before O(deadline_action) acts on a live move. Cold moves and
+        evacuations cannot be aborted; one still going after twice the deadline is reported failed.
+    type: int
+    default: 600
+  deadline_action:
+    description:
+      - V(abort) cancels the live migration (the instance stays on the source, running), then
+        O(cold_fallback) applies.
+      - V(force_complete) makes it finish (the guest is paused for the last copy).
+    type: str
+    choices: [abort, force_complete]
+    default: abort
+  cold_fallback:
+    description:
+      - After an aborted live move, move the instance cold instead. On OpenStack, only active servers
+        can be moved this way.
+    type: bool
+    default: true
+  block_migration:
+    description:
+      - OpenStack live migration's C(block_migration). V(auto) lets Nova decide from the storage.
+      - On libvirt, whether disks are copied (C(VIR_MIGRATE_NON_SHARED_DISK); for cold moves, through the storage
+        API). V(auto) copies exactly the disks the destination does not share, proved with a probe file;
+        V(true) and V(false) are refused when they would copy a shared disk onto itself or leave one behind.
+    type: str
+    choices: ['auto', 'true', 'false']
+    default: auto
+  suspended_policy:
+    description:
+      - V(move) resumes a suspended instance, moves it live and suspends it again.
+      - V(skip) leaves it on the host, reported.
+      - V(fail) refuses the whole run before anything is touched.
+    type: str
+    choices: [move, skip, fail]
+    default: move
+  shelved_policy:
+    description:
+      - V(move) offloads a shelved (not offloaded) instance. It then has no host, and an unshelve places it
+        anew. Shelved-offloaded instances have no host and are never touched.
+      - V(skip) and V(fail) as for O(suspended_policy).
+    type: str
+    choices: [move, skip, fail]
+    default: move
+  rescued_policy:
+    description:
+      - V(move) unrescues the instance, moves it live and rescues it again with Nova's default rescue
+        image. The rescue session is lost, and a new admin password is set.
+      - V(fail) (default) refuses the run, since someone is repairing that instance.
+      - V(skip) leaves it on the host, reported.
+    type: str
+    choices: [move, skip, fail]
+    default: fail
+  error_policy:
+    description:
+      - V(skip) reports instances in error and leaves them alone.
+      - V(move) tries to move them. A drain moves them cold, which Nova usually refuses for an instance in
+        error. An evacuation rebuilds them.
+      - V(fail) refuses the run.
+    type: str
+    choices: [skip, fail, move]
+    default: skip
+  disable:
+    description:
+      - Disable the host's compute service before moving anything, so that nothing new lands there.
+    type: bool
+    default: true
+  disabled_reason:
+    description:
+      - The reason recorded with the disable. The default is C(vmops host_evacuate <mode>).
+    type: str
+  restore_service_on_failure:
+    description:
+      - When the run fails, enable the service again if this run disabled it.
+    type: bool
+    default: true
+  fenced:
+    description:
+      - V(evacuate) only. The caller states that the host is fenced (powered off or isolated).
+    type: bool
+    default: false
+  force_down:
+    description:
+      - V(evacuate) only. Mark the host's compute service forced down first; needs O(fenced=true). Without it,
+        an evacuation is refused while the service reports up.
+    type: bool
+    default: false
+  power_state:
+    description:
+      - V(evacuate) only. The power state each server ends in. V(keep) keeps the one it had, with a paused
+        server paused again after its rebuild.
+    type: str
+    choices: [keep, running, stopped]
+    default: keep
+  lock_during_move:
+    description:
+      - V(evacuate) only. Lock each server while it is rebuilt, and unlock it after. Servers that were
+        already locked keep their lock.
+    type: bool
+    default: true
+  poll_interval:
+    description:
+      - Seconds between two shared reads while moves are in flight.
+    type: float
+    default: 0.4
+  progress_file:
+    description:
+      - Path of a file on the managed node to which one JSON line is appended per instance as it finishes,
+        so that a long drain can be followed with C(tail -f).
+    type: path
+  migration_uri:
+    description:
+      - libvirt only. The URI the source hypervisor reaches the destination with, when it differs from
+        O(target_host).
+    type: str
+  migration_bandwidth:
+    description:
+      - libvirt only. Bandwidth limit of each migration, in MiB/s.
+    type: int
+  wait:
+    description:
+      - Not used. A drain or evacuation always follows its moves to their end, bounded by O(timeout) and
+        O(deadline). Accepted so that C(module_defaults) shared with the other modules apply.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds the whole run may take. Moves still in flight then are reported failed; they go on in the
+        backend, and a rerun follows them.
+    type: int
+    default: 3600
+extends_documentation_fragment:
+  - vmops.lifecycle.backend
+  - vmops.lifecycle.libvirt
+  - vmops.lifecycle.openstack
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Returns the plan and the capacity check; touches nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - Locked servers are moved (an admin may move them) and reported with C(locked=true).
+  - Evacuation uses compute microversion 2.84. Up to Zed's 2.93, an evacuated server keeps its power state.
+    A paused server comes back active and is paused again (V(keep)).
+  - A suspended or rescued server whose move is interrupted between its steps (for example resumed and
+    moved, but not yet suspended again) is, on a rerun, no longer on the host. Its original state is
+    in the failed run's report, not in the cloud.
+'''
+
+EXAMPLES = r'''
+- name: Drain compute3 for maintenance, four live migrations at a time
+  vmops.lifecycle.host_evacuate:
+    cloud: production
+    host: compute3
+    window: 4
+    deadline: 900
+    disabled_reason: kernel update CHG-1234
+    progress_file: /var/tmp/drain-compute3.jsonl
+  register: drain
+
+- name: What would a drain do, and is there room
+  vmops.lifecycle.host_evacuate:
+    cloud: production
+    host: compute3
+  check_mode: true
+  register: drain_plan
+
+- name: Compute5 is dead and fenced, rebuild its servers elsewhere
+  vmops.lifecycle.host_evacuate:
+    cloud: production
+    host: compute5
+    mode: evacuate
+    fenced: true
+    force_down: true
+'''
+
+RETURN = r'''
+plan:
+  description: The ordered plan, one entry per instance found on the host (instance, id, move, from, state, locked, note).
+  returned: always
+  type: list
+  elements: dict
+capacity:
+  description:
+    - Room on the other hosts. On OpenStack, per host the free VCPU, MEMORY_MB and DISK_GB from Placement, whether the
+      largest instance fits, and whether the host is usable (enabled and up). Also the total needed and whether it fits.
+  returned: always
+  type: raw
+servers:
+  description:
+    - Per instance, name, id, from, to, move (live, cold, evacuate, offload, skip, adopt), attempts, state_before,
+      state_after, locked, started, finished, seconds, outcome (moved, skipped, failed, already_done, planned in
+      check mode) and message.
+  returned: always
+  type: list
+  elements: dict
+totals:
+  description: moved, already_done, skipped, failed, planned, seconds, api_requests, max_in_flight, window, polls.
+  returned: always
+  type: dict
+service:
+  description: The host's compute service before and after (None on libvirt); restored=true when it was enabled again after a failure.
+  returned: always
+  type: dict
+'''
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, openstack_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils.common import chosen_backend, new_module, run_module
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest, VmopsError
+
+try:
+    from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_moves
+except ImportError:     # the libvirt side is optional at import time
+    libvirt_moves = None
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_moves import OpenStackMoves
+
+POLICY = dict(type='str', choices=['move', 'skip', 'fail'])
+
+
+def main():
+    module = new_module(
+        dict(
+            host=dict(type='str', required=True),
+            mode=dict(type='str', default='drain', choices=['drain', 'evacuate']),
+            target_host=dict(type='str'),
+            instances=dict(type='list', elements='str'),
+            window=dict(type='int'),
+            deadline=dict(type='int', default=600),
+            deadline_action=dict(type='str', default='abort', choices=['abort', 'force_complete']),
+            cold_fallback=dict(type='bool', default=True),
+            block_migration=dict(type='str', default='auto', choices=['auto', 'true', 'false']),
+            suspended_policy=dict(POLICY, default='move'),
+            shelved_policy=dict(POLICY, default='move'),
+            rescued_policy=dict(POLICY, default='fail'),
+            error_policy=dict(type='str', default='skip', choices=['skip', 'fail', 'move']),
+            disable=dict(type='bool', default=True),
+            disabled_reason=dict(type='str'),
+            restore_service_on_failure=dict(type='bool', default=True),
+            fenced=dict(type='bool', default=False),
+            force_down=dict(type='bool', default=False),
+            power_state=dict(type='str', default='keep', choices=['keep', 'running', 'stopped']),
+            lock_during_move=dict(type='bool', default=True),
+            poll_interval=dict(type='float', default=0.4),
+            progress_file=dict(type='path'),
+            migration_uri=dict(type='str'),
+            migration_bandwidth=dict(type='int'),
+            timeout=dict(type='int', default=3600),
+        ),
+        supports_check_mode=True,
+    )
+    run_module(module, converge)
+
+
+REQUEST_KEYS = ('host', 'mode', 'target_host', 'window', 'deadline', 'deadline_action', 'cold_fallback',
+                'block_migration', 'suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy',
+                'disable', 'disabled_reason', 'restore_service_on_failure', 'fenced', 'force_down',
+                'power_state', 'lock_during_move', 'instances', 'poll_interval', 'progress_file', 'timeout')
+
+
+def converge(module):
+    params = module.params
+    request = moves.MoveRequest(**dict((key, params[key]) for key in REQUEST_KEYS))
+    backend_name = chosen_backend(params)
+    if backend_name == 'openstack':
+        if params['migration_uri'] is not None or params['migration_bandwidth'] is not None:
+            raise InvalidRequest('migration_uri and migration_bandwidth apply to the libvirt backend only.')
+        moves.validate_request(request, 'openstack')
+        if not openstack_backend.HAS_OPENSTACK:
+            module.fail_json(msg=missing_required_lib('openstacksdk'),
+                             exception=openstack_backend.OPENSTACK_IMPORT_ERROR)
+        backend = OpenStackMoves(params)
+    else:
+        if libvirt_moves is None:
+            raise InvalidRequest('The libvirt side of host_evacuate is not available in this collection build.')
+        libvirt_moves.validate_options(params)
+        moves.validate_request(request, 'libvirt')
+        if not libvirt_moves.HAS_LIBVIRT:
+            module.fail_json(msg=missing_required_lib('libvirt-python'))
+        backend = libvirt_moves.open_backend(params)
+    with backend:
+        try:
+            return moves.run(backend, request, check_mode=module.check_mode)
+        except VmopsError as error:
+            if isinstance(error, InvalidRequest):
+                raise
+            details = dict(error.details)
+            changed = bool(details.get('servers')) or bool((details.get('service') or {}).get('after') !=
+                                                           (details.get('service') or {}).get('before'))
+            module.fail_json(msg=error.msg, changed=changed, **details)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,670 @@
+# -*- coding: utf-8 -*-
+"""The libvirt side of host_evacuate (module_utils/libvirt_moves.py) against an in-memory libvirt.
+
+The fake keeps two hosts with their domains and volumes; a migration moves a domain from one host's
+dict to the other's when it ends.  Migrations block like the real call (in the worker thread) until
+the test releases them, or until abortJob() / a pause lets them end, so window, deadline, abort and
+force-complete are exercised through the real core (moves.run) with short real-time deadlines.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import threading
+import time
+
+import pytest
+
+libvirt = pytest.importorskip('libvirt')
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_moves, moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (  # noqa: E402
+    BackendError, InvalidRequest, VmopsError)
+
+SRC, DST, MIG = 'qemu+unix:///system?socket=/h3', 'qemu+unix:///system?socket=/h4', 'qemu+tcp://10.0.0.4/system'
+IMAGES = '/var/lib/libvirt/images'
+SHUTOFF, RUNNING, PAUSED = libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED
+
+
+def _error(code, text='fake error'):
+    error = libvirt.libvirtError(text)
+    error.err = (code, 0, text, 0, None, None, None, 0, 0)
+    return error
+
+
+class World(object):
+    """Two hosts: name -> {'domains': {uuid: Dom}, 'vols': {path: Vol}, 'pool_type', 'uuid'}."""
+
+    def __init__(self, shared=False):
+        self.lock = threading.RLock()
+        self.hosts = {}
+        for uri, name in ((SRC, 'h3'), (DST, 'h4')):
+            self.hosts[uri] = {'name': name, 'domains': {}, 'vols': {}, 'uuid': 'uuid-' + name,
+                               'pool_type': 'netfs' if shared else 'dir', 'hidden': set()}
+        self.shared = shared
+        self.migrations = []        # (uuid, uri, params, flags)
+        self.calls = []
+        self.release = threading.Event()
+        self.release.set()          # migrations end at once unless a test clears this
+        self.migration_seconds = 0.0
+
+    def host_of(self, dom_uuid):
+        for uri, host in self.hosts.items():
+            if dom_uuid in host['domains']:
+                return uri
+        return None
+
+    def add(self, name, state=RUNNING, reason=1, saved=False, persistent=True, uri=SRC, job=None, disk=True):
+        dom = Dom(self, name, state, reason, saved, persistent, job)
+        self.hosts[uri]['domains'][dom.uuid] = dom
+        if disk:
+            path = '%s/%s.qcow2' % (IMAGES, name)
+            self.hosts[uri]['vols'][path] = Vol(path, b'disk of ' + name.encode())
+            if self.shared:
+                self.hosts[DST if uri == SRC else SRC]['vols'][path] = self.hosts[uri]['vols'][path]
+        return dom
+
+
+class Vol(object):
+    def __init__(self, path, data):
+        self.path_, self.data = path, data
+
+    def path(self):
+        return self.path_
+
+    def XMLDesc(self, flags):
+        return ("<volume><name>x</name><capacity unit='bytes'>%d</capacity><target><format type='qcow2'/>"
+                "</target></volume>" % len(self.data))
+
+    def storagePoolLookupByVolume(self):
+        return self.pool
+
+    def download(self, stream, offset, length, flags):
+        stream.source = self
+
+    def upload(self, stream, offset, length, flags):
+        stream.sink = self
+
+    def delete(self, flags):
+        self.world.calls.append(('delete', self.conn_uri, self.path_))
+        with self.world.lock:
+            self.world.hosts[self.conn_uri]['vols'].pop(self.path_, None)
+
+
+class Stream(object):
+    def __init__(self):
+        self.source = self.sink = None
+        self.sent = False
+        self.buffer = bytearray()
+
+    def recvFlags(self, nbytes, flags):
+        if self.sent:
+            return b''
+        self.sent = True
+        return bytes(self.source.data)
+
+    def send(self, data):
+        self.buffer.extend(data)
+        return len(data)
+
+    def finish(self):
+        if self.sink is not None:
+            self.sink.data = bytes(self.buffer)
+
+    def abort(self):
+        pass
+
+
+class Pool(object):
+    def __init__(self, world, uri, pool_type):
+        self.world, self.uri, self.pool_type = world, uri, pool_type
+
+    def XMLDesc(self, flags):
+        return "<pool type='%s'><name>default</name></pool>" % self.pool_type
+
+    def createXML(self, xml, flags):
+        name = xml.split('<name>')[1].split('</name>')[0]
+        path = '%s/%s' % (IMAGES, name)
+        vol = Vol(path, b'')
+        vol.world, vol.conn_uri, vol.pool = self.world, self.uri, self
+        with self.world.lock:
+            self.world.hosts[self.uri]['vols'][path] = vol
+            if self.world.shared:
+                other = DST if self.uri == SRC else SRC
+                self.world.hosts[other]['vols'][path] = vol
+        self.world.calls.append(('create_vol', self.uri, path))
+        return vol
+
+    def isActive(self):
+        return True
+
+    def refresh(self, flags):
+        self.world.calls.append(('refresh', self.uri))
+        self.world.hosts[self.uri]['hidden'].clear()
+
+
+class Dom(object):
+    _count = 0
+
+    def __init__(self, world, name, state, reason, saved, persistent, job):
+        Dom._count += 1
+        self.world, self.name_ = world, name
+        self.uuid = '00000000-0000-0000-0000-%012d' % Dom._count
+        self.code, self.reason, self.saved, self.persistent = state, reason, saved, persistent
+        self.job = job
+        self.aborted = threading.Event()
+        self.memory_kib = 131072
+
+    # identity (client side in libvirt)
+    def name(self):
+        return self.name_
+
+    def UUIDString(self):
+        return self.uuid
+
+    def _check(self):
+        if self.world.host_of(self.uuid) is None:
+            raise _error(libvirt.VIR_ERR_NO_DOMAIN, 'no domain')
+
+    def state(self):
+        self._check()
+        return [self.code, self.reason]
+
+    def hasManagedSaveImage(self, flags):
+        return self.saved
+
+    def isPersistent(self):
+        return self.persistent
+
+    def jobStats(self, flags):
+        if flags == libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED:
+            return {'time_elapsed': 800, 'downtime': 50, 'memory_processed': 40 * 1024 * 1024}
+        if self.job:
+            return {'type': libvirt.VIR_DOMAIN_JOB_UNBOUNDED, 'operation': libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT}
+        return {'type': libvirt.VIR_DOMAIN_JOB_NONE}
+
+    def XMLDesc(self, flags):
+        return ("<domain type='qemu'><name>%s</name><devices><disk type='file' device='disk'><driver name='qemu' "
+                "type='qcow2'/><source file='%s/%s.qcow2'/><target dev='vda'/></disk></devices></domain>"
+                % (self.name_, IMAGES, self.name_))
+
+    def suspend(self):
+        self.world.calls.append(('suspend', self.name_))
+        self.code, self.reason = PAUSED, 1
+
+    def resume(self):
+        self.world.calls.append(('resume', self.name_))
+        self.code, self.reason = RUNNING, 1
+
+    def create(self):
+        self.world.calls.append(('create', self.name_, self.world.host_of(self.uuid)))
+        self.code, self.reason, self.saved = RUNNING, 1, False
+
+    def createWithFlags(self, flags):
+        self.world.calls.append(('create_paused', self.name_))
+        assert flags == libvirt.VIR_DOMAIN_START_PAUSED
+        self.code, self.reason, self.saved = PAUSED, 1, False
+
+    def shutdown(self):
+        self.world.calls.append(('shutdown', self.name_))
+        if not getattr(self, 'ignores_acpi', False):
+            self.code, self.reason = SHUTOFF, 1
+
+    def managedSave(self, flags):
+        self.world.calls.append(('managed_save', self.name_, self.world.host_of(self.uuid)))
+        self.code, self.reason, self.saved = SHUTOFF, 1, True
+
+    def abortJob(self):
+        self.world.calls.append(('abort', self.name_))
+        self.aborted.set()
+
+    def migrateSetMaxSpeed(self, bandwidth, flags):
+        self.world.calls.append(('max_speed', self.name_, bandwidth))
+
+    def migrateToURI3(self, uri, params, flags):
+        world = self.world
+        world.migrations.append((self.uuid, uri, dict(params), flags))
+        self.aborted.clear()
+        if flags & libvirt.VIR_MIGRATE_OFFLINE:
+            assert self.code == SHUTOFF
+        started = time.monotonic()
+        while not world.release.is_set() and not flags & libvirt.VIR_MIGRATE_OFFLINE:
+            if self.aborted.is_set():
+                raise _error(libvirt.VIR_ERR_OPERATION_ABORTED, 'operation aborted: migration out: canceled by client')
+            if self.code == PAUSED and getattr(self, 'paused_completes', False):
+                break
+            time.sleep(0.005)
+        while time.monotonic() - started < world.migration_seconds:
+            time.sleep(0.005)
+        with world.lock:
+            source = world.host_of(self.uuid)
+            target = DST if source == SRC else SRC
+            world.hosts[source]['domains'].pop(self.uuid)
+            world.hosts[target]['domains'][self.uuid] = self
+        return 0
+
+
+class Conn(object):
+    def __init__(self, world, uri):
+        self.world, self.uri = world, uri
+        self.host = world.hosts[uri]
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+    def getCapabilities(self):
+        return '<capabilities><host><uuid>%s</uuid></host></capabilities>' % self.host['uuid']
+
+    def getHostname(self):
+        return 'vmops-' + self.host['name']
+
+    def getFreeMemory(self):
+        return 4 * 1024 ** 3
+
+    def getAllDomainStats(self, stats, flags):
+        return [(dom, {'state.state': dom.code, 'state.reason': dom.reason, 'balloon.maximum': dom.memory_kib})
+                for dom in list(self.host['domains'].values())]
+
+    def listAllDomains(self, flags):
+        return list(self.host['domains'].values())
+
+    def lookupByUUIDString(self, text):
+        with self.world.lock:
+            if text in self.host['domains']:
+                return self.host['domains'][text]
+        raise _error(libvirt.VIR_ERR_NO_DOMAIN, 'no domain')
+
+    def storageVolLookupByPath(self, path):
+        vol = self.host['vols'].get(path)
+        if vol is None or path in self.host['hidden']:     # not seen by the pool since its last refresh
+            raise _error(libvirt.VIR_ERR_NO_STORAGE_VOL, 'no vol')
+        vol.world, vol.conn_uri = self.world, self.uri
+        vol.pool = Pool(self.world, self.uri, self.host['pool_type'])
+        return vol
+
+    def storagePoolLookupByTargetPath(self, path):
+        return Pool(self.world, self.uri, self.host['pool_type'])
+
+    def newStream(self, flags):
+        return Stream()
+
+
+def backend(world, **kwargs):
+    return libvirt_moves.LibvirtMoves(SRC, DST, migration_uri=MIG, source_label='h3', target_label='h4',
+                                      opener=lambda uri: Conn(world, uri), **kwargs)
+
+
+def request(**kwargs):
+    kwargs.setdefault('poll_interval', 0.01)
+    return moves.MoveRequest(host='h3', target_host='h4', **kwargs)
+
+
+def drain(world, check_mode=False, backend_kwargs=None, **kwargs):
+    with backend(world, **(backend_kwargs or {})) as moves_backend:
+        try:
+            return moves.run(moves_backend, request(**kwargs), check_mode=check_mode)
+        except VmopsError as error:
+            return dict(error.details, failed=True, msg=error.msg)
+
+
+def flags_of(world, name):
+    found = [flags for dom_uuid, _uri, _params, flags in world.migrations
+             if world.hosts[SRC]['domains'].get(dom_uuid, world.hosts[DST]['domains'].get(dom_uuid)).name() == name]
+    return found
+
+
+def server(result, name):
+    return [s for s in result['servers'] if s['name'] == name][0]
+
+
+LIVE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+              | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+
+
+# --- options -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('params, text', [
+    (dict(mode='evacuate', target_host=DST, libvirt_uri=SRC), 'not available on libvirt'),
+    (dict(libvirt_uri=SRC), 'target_host is required'),
+    (dict(libvirt_uri=SRC, target_host='host4'), 'must be a libvirt URI'),
+    (dict(libvirt_uri=SRC, target_host=DST, migration_uri='10.0.0.4'), 'migration_uri must be a libvirt URI'),
+    (dict(libvirt_uri=SRC, target_host=DST, migration_bandwidth=0), 'at least 1'),
+    (dict(host='h3', target_host=DST), 'set libvirt_uri'),
+    (dict(libvirt_uri=SRC, target_host=SRC), 'the host being emptied'),
+])
+def test_bad_options_are_refused_before_connecting(params, text):
+    with pytest.raises(InvalidRequest) as info:
+        libvirt_moves.validate_options(params)
+    assert text in info.value.msg
+
+
+def test_host_given_as_uri_is_the_source():
+    assert libvirt_moves.validate_options(dict(host=SRC, target_host=DST)) == SRC
+
+
+def test_same_hypervisor_under_two_uris_is_refused():
+    world = World()
+    world.hosts[DST]['uuid'] = world.hosts[SRC]['uuid']
+    with pytest.raises(InvalidRequest) as info:
+        backend(world)
+    assert 'same hypervisor' in info.value.msg
+
+
+def test_host_name_must_match_the_hypervisor(monkeypatch):
+    world = World()
+    monkeypatch.setattr(libvirt, 'open', lambda uri: Conn(world, uri))
+    params = dict(host='vmops-h9', libvirt_uri=SRC, target_host=DST)
+    with pytest.raises(InvalidRequest) as info:
+        libvirt_moves.open_backend(params)
+    assert "calls itself 'vmops-h3'" in info.value.msg
+    params['host'] = 'vmops-h3'
+    libvirt_moves.open_backend(params).close()
+
+
+# --- listing and plan --------------------------------------------------------------------------
+
+def test_list_maps_states_and_finds_a_migration_in_flight():
+    world = World()
+    world.add('run')
+    world.add('pau', PAUSED)
+    world.add('off', SHUTOFF)
+    world.add('sav', SHUTOFF, saved=True)
+    world.add('mig', job=True)
+    world.add('crash', libvirt.VIR_DOMAIN_CRASHED)
+    with backend(world) as lv:
+        found = dict((s.name, s) for s in lv.list_on_host('h3'))
+    assert dict((n, s.state) for n, s in found.items()) == {
+        'run': states.RUNNING, 'pau': states.PAUSED, 'off': states.STOPPED, 'sav': states.SUSPENDED,
+        'mig': states.RUNNING, 'crash': states.ERROR}
+    assert found['mig'].task == 'migrating' and found['mig'].details['move_in_flight']
+    assert all(s.host == 'h3' and s.locked is False for s in found.values())
+
+
+def test_check_mode_plans_and_touches_nothing():
+    world = World()
+    world.add('a')
+    world.add('p', PAUSED)
+    world.add('s', SHUTOFF)
+    result = drain(world, check_mode=True)
+    assert [(p['instance'], p['move']) for p in result['plan']] == [('a', 'live'), ('p', 'live'), ('s', 'cold')]
+    assert all('disks copied' in p['note'] for p in result['plan'])
+    assert result['capacity'][0]['fits'] and result['capacity'][0]['needed']['memory_mib'] == 256
+    assert world.migrations == [] and len(world.hosts[SRC]['domains']) == 3
+    assert not [c for c in world.calls if c[0] == 'create_vol']      # no probe in check mode
+
+
+def test_evacuate_mode_is_refused_in_the_plan_too():
+    world = World()
+    world.add('a')
+    with backend(world) as lv:
+        decision = lv.plan_move(lv.list_on_host('h3')[0], request(mode='evacuate'))
+    assert decision.move == moves.FAIL
+
+
+# --- live moves --------------------------------------------------------------------------------
+
+def test_drain_moves_everything_in_its_power_state_within_the_window():
+    world = World()
+    world.migration_seconds = 0.05
+    for name in ('a', 'b', 'c'):
+        world.add(name)
+    world.add('p', PAUSED)
+    world.add('s', SHUTOFF)
+    result = drain(world, window=2)
+    assert not result.get('failed'), result.get('msg')
+    assert result['totals']['moved'] == 5 and result['totals']['max_in_flight'] == 2
+    assert world.hosts[SRC]['domains'] == {}
+    after = dict((d.name(), d.code) for d in world.hosts[DST]['domains'].values())
+    assert after == {'a': RUNNING, 'b': RUNNING, 'c': RUNNING, 'p': PAUSED, 's': SHUTOFF}
+    for name in ('a', 'b', 'c', 'p'):
+        assert flags_of(world, name) == [LIVE_FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK]
+        assert server(result, name)['state_after'] == server(result, name)['state_before']
+    assert flags_of(world, 's') == [libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PEER2PEER
+                                    | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE]
+    assert world.hosts[DST]['vols'][IMAGES + '/s.qcow2'].data == b'disk of s'     # copied by stream
+    assert all(uri == MIG for _u, uri, _p, _f in world.migrations)
+    assert result['totals']['api_requests'] > 0
+    # rerun: nothing left on the source, nothing to do
+    again = drain(world)
+    assert again['changed'] is False and again['servers'] == []
+
+
+def test_window_one_moves_one_at_a_time():
+    world = World()
+    world.migration_seconds = 0.03
+    for name in ('a', 'b', 'c'):
+        world.add(name)
+    result = drain(world, window=1)
+    assert result['totals']['max_in_flight'] == 1 and result['totals']['moved'] == 3
+    spans = sorted((s['started'], s['finished']) for s in result['servers'])
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+
+
+def test_shared_storage_is_not_copied():
+    world = World(shared=True)
+    world.add('a')
+    result = drain(world)
+    assert flags_of(world, 'a') == [LIVE_FLAGS]
+    assert 'storage shared' in result['plan'][0]['note']
+
+
+def test_a_probe_decides_when_the_destination_has_a_file_at_the_same_path():
+    world = World()
+    world.add('a')
+    world.hosts[DST]['vols'][IMAGES + '/a.qcow2'] = Vol(IMAGES + '/a.qcow2', b'stale leftover')
+    plan = drain(world, check_mode=True)['plan']
+    assert 'a probe decides' in plan[0]['note']
+    assert [c for c in world.calls if c[0] != 'refresh'] == []     # check mode: a pool refresh, no probe
+    result = drain(world)
+    probes = [c for c in world.calls if c[0] == 'create_vol' and libvirt_moves.PROBE_PREFIX in c[2]]
+    assert probes and all(c[1] == SRC for c in probes)
+    assert [c for c in world.calls if c[0] == 'delete' and libvirt_moves.PROBE_PREFIX in c[2]]
+    assert flags_of(world, 'a') == [LIVE_FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK]
+    assert result['totals']['moved'] == 1
+
+
+@pytest.mark.parametrize('shared, block_migration, text', [
+    (True, 'true', 'copying it onto itself would destroy it'),
+    (False, 'false', 'the guest would run on another file'),
+])
+def test_block_migration_that_would_lose_data_is_refused(shared, block_migration, text):
+    world = World(shared=shared)
+    world.add('a')
+    result = drain(world, block_migration=block_migration)
+    assert result['failed'] and text in result['msg']
+    assert world.migrations == [] and len(world.hosts[SRC]['domains']) == 1
+
+
+def test_a_shared_dir_pool_not_refreshed_yet_is_still_found_shared():
+    world = World(shared=True)
+    world.hosts[SRC]['pool_type'] = world.hosts[DST]['pool_type'] = 'dir'     # NFS mounted as a plain dir pool
+    world.add('a')
+    world.hosts[DST]['hidden'].add(IMAGES + '/a.qcow2')     # the destination pool has not listed it yet
+    result = drain(world)
+    assert ('refresh', DST) in world.calls
+    assert flags_of(world, 'a') == [LIVE_FLAGS]          # probed shared: never copied onto itself
+    assert result['totals']['moved'] == 1
+
+
+def test_transient_domain_is_not_made_persistent():
+    world = World(shared=True)
+    world.add('t', persistent=False)
+    drain(world)
+    assert flags_of(world, 't') == [libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER]
+
+
+def test_bandwidth_goes_into_the_migration_parameters():
+    world = World(shared=True)
+    world.add('a')
+    drain(world, backend_kwargs=dict(bandwidth=5))
+    assert world.migrations[0][2] == {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 5}
+
+
+def test_suspended_domain_is_restored_paused_moved_and_saved_again():
+    world = World()
+    dom = world.add('sav', SHUTOFF, saved=True)
+    result = drain(world)
+    assert server(result, 'sav')['outcome'] == 'moved'
+    assert ('create_paused', 'sav') in world.calls and ('managed_save', 'sav', DST) in world.calls
+    assert dom.saved and dom.code == SHUTOFF and world.host_of(dom.uuid) == DST
+    assert server(result, 'sav')['state_after'] == states.SUSPENDED
+
+
+def test_suspended_policy_skip_leaves_it():
+    world = World()
+    world.add('sav', SHUTOFF, saved=True)
+    result = drain(world, suspended_policy='skip')
+    assert server(result, 'sav')['outcome'] == 'skipped' and world.migrations == []
+
+
+def test_error_domain_is_skipped_by_default_and_refused_with_move():
+    world = World()
+    world.add('crash', libvirt.VIR_DOMAIN_CRASHED)
+    assert server(drain(world), 'crash')['outcome'] == 'skipped'
+    result = drain(world, error_policy='move')
+    assert result['failed'] and 'error' in result['msg'] and world.migrations == []
+
+
+# --- deadline ------------------------------------------------------------------------------------
+
+def test_deadline_aborts_and_the_domain_stays_running_on_the_source():
+    world = World()
+    world.release.clear()       # the migration never ends by itself
+    dom = world.add('slow')
+    result = drain(world, deadline=0.2, cold_fallback=False)
+    assert result['failed'] and 'aborted after the 0.2 s deadline' in result['msg']
+    assert ('abort', 'slow') in world.calls
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+    assert server(result, 'slow')['deadline_action'] == 'abort'
+
+
+def test_aborted_running_domain_falls_back_to_a_cold_move():
+    world = World()
+    world.release.clear()
+    dom = world.add('slow')
+    result = drain(world, deadline=0.3)
+    entry = server(result, 'slow')
+    assert entry['outcome'] == 'moved' and entry['move'] == 'cold' and entry['attempts'] == ['live', 'cold']
+    assert world.host_of(dom.uuid) == DST and dom.code == RUNNING
+    assert ('shutdown', 'slow') in world.calls and ('create', 'slow', DST) in world.calls
+    assert 'new boot' in entry['message']
+
+
+def test_aborted_paused_domain_is_not_moved_cold():
+    world = World()
+    world.release.clear()
+    dom = world.add('slowp', PAUSED)
+    result = drain(world, deadline=0.2)
+    assert result['failed'] and 'memory away' in result['msg']
+    assert world.host_of(dom.uuid) == SRC and dom.code == PAUSED
+
+
+def test_guest_that_ignores_acpi_is_not_forced_off_in_a_cold_fallback():
+    world = World()
+    world.release.clear()
+    dom = world.add('deaf')
+    dom.ignores_acpi = True
+    result = drain(world, deadline=0.3, backend_kwargs=dict(shutdown_timeout=0.2))
+    assert result['failed'] and 'did not shut down' in result['msg']
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+    assert not [c for c in world.calls if c[0] == 'create']
+
+
+def test_guest_that_shuts_down_late_in_a_cold_fallback_is_started_again_on_the_source():
+    world = World()
+    world.release.clear()
+    dom = world.add('late')
+    dom.ignores_acpi = True
+
+    def power_off_later():
+        while ('shutdown', 'late') not in world.calls:
+            time.sleep(0.01)
+        time.sleep(0.3)        # after the 0.2 s shutdown timeout, within the same time again
+        dom.code = SHUTOFF
+    threading.Thread(target=power_off_later).start()
+    result = drain(world, deadline=0.3, backend_kwargs=dict(shutdown_timeout=0.2))
+    assert result['failed'] and 'started again on the source' in result['msg']
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+
+
+def test_force_complete_pauses_then_resumes_on_the_destination():
+    world = World()
+    world.release.clear()
+    dom = world.add('slow')
+    dom.paused_completes = True
+    result = drain(world, deadline=0.2, deadline_action='force_complete', backend_kwargs=dict(bandwidth=1))
+    assert server(result, 'slow')['outcome'] == 'moved', result.get('msg')
+    assert ('suspend', 'slow') in world.calls and ('resume', 'slow') in world.calls
+    assert ('max_speed', 'slow', libvirt_moves.UNLIMITED_BANDWIDTH) in world.calls
+    assert world.host_of(dom.uuid) == DST and dom.code == RUNNING
+
+
+def test_force_complete_that_never_ends_is_aborted_and_resumed_at_close():
+    world = World()
+    world.release.clear()
+    dom = world.add('stuck')
+    result = drain(world, deadline=0.1, deadline_action='force_complete')
+    assert result['failed'] and 'did not end the move' in result['msg']
+    assert ('abort', 'stuck') in world.calls
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+
+
+def test_a_migration_found_in_flight_is_adopted():
+    world = World()
+    dom = world.add('mig', job=True)
+
+    def finish_later():
+        time.sleep(0.1)
+        with world.lock:
+            world.hosts[SRC]['domains'].pop(dom.uuid)
+            world.hosts[DST]['domains'][dom.uuid] = dom
+    threading.Thread(target=finish_later).start()
+    result = drain(world)
+    assert server(result, 'mig')['move'] == 'adopt' and server(result, 'mig')['outcome'] == 'moved'
+    assert 'without moving' not in server(result, 'mig')['message']
+    assert world.migrations == []
+
+
+def test_an_adopted_migration_that_ends_on_the_source_is_reported_failed():
+    world = World()
+    dom = world.add('mig', job=True)
+
+    def fail_later():
+        time.sleep(0.1)
+        dom.job = None
+    threading.Thread(target=fail_later).start()
+    result = drain(world)
+    assert result['failed'] and 'ended without moving it' in result['msg']
+    assert world.host_of(dom.uuid) == SRC
+
+
+def test_cold_copy_never_overwrites_a_file_a_destination_domain_uses():
+    world = World()
+    world.add('s', SHUTOFF)
+    other = world.add('other', uri=DST, disk=False)
+    other.XMLDesc = lambda flags: "<domain><source file='%s/s.qcow2'/></domain>" % IMAGES
+    world.hosts[DST]['vols'][IMAGES + '/s.qcow2'] = Vol(IMAGES + '/s.qcow2', b'data of other')
+    result = drain(world)
+    assert result['failed'] and 'used by its domain other' in result['msg']
+    assert world.hosts[DST]['vols'][IMAGES + '/s.qcow2'].data == b'data of other'
+
+
+def test_request_count_counts_libvirt_calls():
+    world = World(shared=True)
+    world.add('a')
+    with backend(world) as lv:
+        before = lv.request_count()
+        lv.list_on_host('h3')
+        assert lv.request_count() == before + 2       # one getAllDomainStats + one jobStats per active domain
+
+
+def test_refusal_is_a_backend_error_for_a_missing_domain():
+    world = World()
+    dom = world.add('gone')
+    with backend(world) as lv:
+        subject = lv.list_on_host('h3')[0]
+        world.hosts[SRC]['domains'].pop(dom.uuid)
+        with pytest.raises(BackendError):
+            lv.start_move(subject, moves.LIVE, None, request())

@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-
+"""The Nova side of host_evacuate / host_service: step machine, statuses and service control,
+against a recorded fake of the compute API (no network)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+pytest.importorskip('openstack')
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils import openstack_moves as om  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest  # noqa: E402
+
+
+class Response(object):
+    def __init__(self, body, status=200):
+        self.body, self.status_code = body, status
+        self.headers = {}
+        self.text = ''
+
+    def json(self):
+        return self.body
+
+
+class FakeCompute(object):
+    def __init__(self, answers):
+        self.answers = answers      # (method, url) -> body
+        self.sent = []
+
+    def request(self, url, method, microversion=None, **kwargs):
+        self.sent.append((method, url, kwargs.get('json'), microversion))
+        return Response(self.answers.get((method, url), {}), 202 if method == 'POST' else 200)
+
+
+class FakeBackend(object):
+    def __init__(self, answers=None):
+        self.compute = FakeCompute(answers or {})
+        self.conn = None
+
+    def request_count(self):
+        return len(self.compute.sent)
+
+    def location(self):
+        return 'fake cloud'
+
+    def close(self):
+        pass
+
+
+def subject(state=states.RUNNING, locked=False, host='fake1'):
+    return moves.MoveSubject('id-1', 'vm1', state, None, host, locked, {})
+
+
+def server(status='ACTIVE', host='fake2', task=None, vm_state='active'):
+    return {'id': 'id-1', 'name': 'vm1', 'status': status, 'OS-EXT-SRV-ATTR:host': host,
+            'OS-EXT-STS:task_state': task, 'OS-EXT-STS:vm_state': vm_state}
+
+
+def request(**kwargs):
+    return moves.MoveRequest(host='fake1', **kwargs)
+
+
+def test_live_move_one_request_and_done_on_other_host():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(), moves.LIVE, None, request())
+    assert backend.backend.compute.sent == [('POST', '/servers/id-1/action',
+                                             {'os-migrateLive': {'host': None, 'block_migration': 'auto'}}, '2.84')]
+    assert backend._status_of(handle, server(status='MIGRATING', host='fake1', task='migrating')) is None
+    done = backend._status_of(handle, server(host='fake2'))
+    assert done.done and not done.failed and done.host == 'fake2'
+    assert backend.finish(handle, done) is done
+
+
+def test_cold_move_confirms_and_waits_for_the_confirm():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(states.STOPPED), moves.COLD, 'fake3', request())
+    assert backend.backend.compute.sent[-1][2] == {'migrate': {'host': 'fake3'}}
+    verify = backend._status_of(handle, server(status='VERIFY_RESIZE', host='fake3', vm_state='resized'))
+    assert verify.done
+    step = backend.finish(handle, verify)
+    assert not step.done and not step.failed
+    assert backend.backend.compute.sent[-1][2] == {'confirmResize': None}
+    assert backend._status_of(handle, server(status='VERIFY_RESIZE', host='fake3')) is None
+    final = backend._status_of(handle, server(status='SHUTOFF', host='fake3', vm_state='stopped'))
+    assert final.done and final.state == states.STOPPED
+    assert backend.finish(handle, final) is final
+
+
+def test_suspended_resume_move_suspend():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(states.SUSPENDED), moves.LIVE, None, request())
+    assert handle.data['steps'] == ['resume', 'move', 'suspend']
+    assert backend.backend.compute.sent[-1][2] == {'resume': None}
+    resumed = backend._status_of(handle, server(host='fake1'))
+    assert resumed.done
+    assert not backend.finish(handle, resumed).done
+    assert 'os-migrateLive' in backend.backend.compute.sent[-1][2]
+    moved = backend._status_of(handle, server(host='fake2'))
+    assert not backend.finish(handle, moved).done
+    assert backend.backend.compute.sent[-1][2] == {'suspend': None}
+    final = backend._status_of(handle, server(status='SUSPENDED', host='fake2', vm_state='suspended'))
+    assert final.done and backend.finish(handle, final).state == states.SUSPENDED
+
+
+def test_live_move_back_on_source_is_a_failure_with_nova_reason():
+    answers = {('GET', '/servers/id-1/os-instance-actions'): {'instanceActions': [
+        {'action': 'live-migration', 'request_id': 'req-1', 'message': 'Error'}]},
+        ('GET', '/servers/id-1/os-instance-actions/req-1'): {'instanceAction': {'events': [
+            {'event': 'conductor_live_migrate_instance', 'result': 'Error', 'details': 'No valid host was found.'}]}}}
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    handle = backend.start_move(subject(), moves.LIVE, 'fake3', request())
+    failed = backend._status_of(handle, server(host='fake1'))
+    assert failed.failed and 'No valid host was found' in failed.message
+
+
+def test_evacuate_locks_and_unlocks_unless_already_locked():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
+    sent = [entry[2] for entry in backend.backend.compute.sent]
+    assert sent[0] == {'lock': {'locked_reason': 'vmops host_evacuate: evacuating from fake1'}}
+    assert sent[1] == {'evacuate': {}}
+    done = backend._status_of(handle, server(host='fake2'))
+    assert backend.finish(handle, done).done
+    assert backend.backend.compute.sent[-1][2] == {'unlock': None}
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(locked=True), moves.EVACUATE, 'fake2', request(mode='evacuate'))
+    assert handle.data['steps'] == ['move']
+
+
+def test_evacuate_power_state_and_paused():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    assert backend._steps(subject(states.PAUSED), moves.EVACUATE, request(mode='evacuate')) == \
+        ['lock', 'move', 'pause', 'unlock']
+    assert backend._steps(subject(states.RUNNING), moves.EVACUATE, request(mode='evacuate', power_state='stopped',
+                                                                           lock_during_move=False)) == ['move', 'stop']
+
+
+def test_plan_refinements():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate')).move == moves.SKIP
+    assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate', suspended_policy='fail')).move == \
+        moves.FAIL
+    assert backend.plan_move(subject(states.ERROR), request(error_policy='move')).move == moves.FAIL
+    assert backend.plan_move(subject(states.ERROR), request(mode='evacuate', error_policy='move')).move == \
+        moves.EVACUATE
+
+
+def test_no_cold_fallback_for_paused():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(states.PAUSED), moves.LIVE, None, request())
+    assert 'active or stopped' in backend.can_cold_fallback(handle, None)
+
+
+SERVICE = {'id': 'svc-1', 'host': 'fake1', 'binary': 'nova-compute', 'status': 'enabled', 'state': 'up',
+           'disabled_reason': None, 'forced_down': False, 'zone': 'nova'}
+
+
+def service_backend(**changes):
+    body = dict(SERVICE, **changes)
+    return om.OpenStackMoves({}, backend=FakeBackend({('GET', '/os-services'): {'services': [body]},
+                                                      ('PUT', '/os-services/svc-1'): {'service': dict(
+                                                          body, status='disabled', disabled_reason='why')}}))
+
+
+def test_ensure_service_check_apply_and_unchanged():
+    backend = service_backend()
+    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
+                               check_mode=True)
+    assert result['changed'] and result['service']['after']['status'] == 'disabled'
+    assert [entry[0] for entry in backend.backend.compute.sent] == ['GET']
+    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    assert backend.backend.compute.sent[-1][:3] == ('PUT', '/os-services/svc-1',
+                                                    {'status': 'disabled', 'disabled_reason': 'why'})
+    backend = service_backend(status='disabled', disabled_reason='why')
+    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    assert not result['changed'] and len(backend.backend.compute.sent) == 1
+
+
+def test_ensure_service_forced_down():
+    backend = service_backend()
+    om.ensure_service(backend, {'host': 'fake1', 'forced_down': True, 'fenced': True})
+    assert backend.backend.compute.sent[-1][2] == {'forced_down': True}
+
+
+@pytest.mark.parametrize('params, text', [
+    ({'host': 'h', 'forced_down': True}, 'fenced=true'),
+    ({'host': 'h'}, 'Nothing asked'),
+    ({'host': 'h', 'state': 'enabled', 'disabled_reason': 'x'}, 'disabled_reason needs state=disabled'),
+    ({'host': 'h', 'state': 'disabled', 'backend': 'libvirt'}, 'libvirt has no compute service'),
+])
+def test_service_bad_input(params, text):
+    with pytest.raises(InvalidRequest) as caught:
+        om.validate_service_request(params)
+    assert text in caught.value.msg
+
+
+def test_poll_waits_for_the_migration_record():
+    answers = {('GET', '/servers/detail'): {'servers': [server(host='fake2')]},
+               ('GET', '/os-migrations'): {'migrations': [
+                   {'id': 7, 'instance_uuid': 'id-1', 'status': 'running'},
+                   {'id': 3, 'instance_uuid': 'id-1', 'status': 'error'}]}}
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend.host = 'fake1'
+    handle = backend.start_move(subject(), moves.LIVE, None, request())
+    assert backend.poll([handle]) == {}
+    answers[('GET', '/os-migrations')]['migrations'][0]['status'] = 'completed'
+    assert backend.poll([handle])['id-1'].done
+    gets = [url for method, url, _body, _mv in backend.backend.compute.sent if method == 'GET']
+    assert gets == ['/servers/detail', '/os-migrations'] * 2
