@@ -18,7 +18,12 @@ Deviations from / extensions of /tmp/vmops-contracts.md (the interface both back
   * can_cold_fallback(handle, status) -> None or a reason why this instance gets no cold fallback
     (e.g. Nova cold-migrates only active and stopped servers).
   * Extra move names: 'offload' (a shelved server is offloaded: it then has no host) and 'adopt'
-    (a move already in flight when the run started).
+    (a move already in flight when the run started).  A plan_move Decision 'unmovable' (e.g. a paused
+    server Nova cannot evacuate) fails that instance alone, with the reason, before anything is sent;
+    the others still move ('fail' instead refuses the whole run).
+  * abandon(handle, message) -> message: the core stops following a move still in flight (two deadlines
+    passed, or the run's timeout); the backend may undo what start_move did (OpenStack: release a lock
+    it took) and returns the message to report.  The move itself goes on in the backend.
   * Extra request fields: poll_interval, progress_file, timeout (whole run).
   * abort()/force_complete() raising errors.BackendError is retried every DEADLINE_RETRY_SECONDS for at
     most another deadline (a migration still queued or being checked cannot be aborted yet).
@@ -59,8 +64,8 @@ MoveStatus = collections.namedtuple('MoveStatus', 'done failed message host stat
 Decision = collections.namedtuple('Decision', 'move reason note')
 Decision.__new__.__defaults__ = (None, None)
 
-LIVE, COLD, EVACUATE, OFFLOAD, ADOPT, SKIP, FAIL, NONE = (
-    'live', 'cold', 'evacuate', 'offload', 'adopt', 'skip', 'fail', 'none')
+LIVE, COLD, EVACUATE, OFFLOAD, ADOPT, SKIP, FAIL, NONE, UNMOVABLE = (
+    'live', 'cold', 'evacuate', 'offload', 'adopt', 'skip', 'fail', 'none', 'unmovable')
 MOVES = (LIVE, COLD, EVACUATE, OFFLOAD, ADOPT)
 DEADLINE_RETRY_SECONDS = 2.0
 POLICIES = ('move', 'skip', 'fail')
@@ -161,6 +166,11 @@ class MoveBackend(object):
         """Settle a done move (confirm a cold move, restore the power state, unlock); returns the final
         MoveStatus.  Also called for a failed move, to undo what start_move did (unlock ...)."""
         return status
+
+    def abandon(self, handle, message):
+        """The core stops following this move (still in flight; it goes on in the backend): undo what
+        start_move did that must not outlive the run (e.g. a lock); returns `message`, with what was undone."""
+        return message
 
     def can_cold_fallback(self, handle, status):
         """None when a live move aborted at its deadline may be retried cold, else the reason why not."""
@@ -294,7 +304,7 @@ class _Run(object):
             if decision.move == FAIL:
                 refusals.append('%s (%s): %s' % (subject.name, subject.id, decision.reason))
             plan.append((entry, subject, decision))
-        order = {ADOPT: 0, LIVE: 1, EVACUATE: 1, COLD: 2, OFFLOAD: 3, SKIP: 4, FAIL: 5}
+        order = {ADOPT: 0, LIVE: 1, EVACUATE: 1, COLD: 2, OFFLOAD: 3, SKIP: 4, UNMOVABLE: 5, FAIL: 5}
         plan.sort(key=lambda item: (order.get(item[2].move, 9), item[1].name or '', item[1].id))
         return plan, refusals
 
@@ -305,6 +315,7 @@ class _Run(object):
         subjects = backend.list_on_host(request.host)
         plan, refusals = self.plan(subjects)
         movers = [item for item in plan if item[2].move in MOVES]
+        unmovable = [item for item in plan if item[2].move == UNMOVABLE]
         capacity = backend.capacity(request.host, [item[1] for item in movers]) if movers else []
         result_plan = [item[0] for item in plan]
         if refusals:
@@ -314,8 +325,8 @@ class _Run(object):
         changed = bool(movers) or bool(will_change_service)
         if check_mode:
             for entry, subject, decision in plan:
-                self._record(subject, decision.move, outcome='skipped' if decision.move == SKIP else 'planned',
-                             message=decision.reason or decision.note)
+                outcome = {SKIP: 'skipped', UNMOVABLE: 'failed'}.get(decision.move, 'planned')
+                self._record(subject, decision.move, outcome=outcome, message=decision.reason or decision.note)
             return self._result(changed, result_plan, capacity, check_mode=True,
                                 service_plan=will_change_service)
         failure = None
@@ -325,6 +336,9 @@ class _Run(object):
                 if decision.move == SKIP:
                     self._record(subject, SKIP, outcome='skipped', message=decision.reason, state_after=subject.state,
                                  to=subject.host)
+                elif decision.move == UNMOVABLE:    # nothing is sent for it; the others still move
+                    self._record(subject, UNMOVABLE, outcome='failed', message=decision.reason,
+                                 state_after=subject.state, to=subject.host)
             self._drive([item for item in plan if item[2].move in MOVES])
         except VmopsError as error:
             failure = error
@@ -340,7 +354,7 @@ class _Run(object):
             raise failure
         if failure is not None or failed:
             message = failure.msg if failure is not None else '%d of %d instances failed to move off %s: %s' % (
-                len(failed), len(movers), request.host,
+                len(failed), len(movers) + len(unmovable), request.host,
                 '; '.join('%s: %s' % (s['name'], s['message']) for s in failed))
             details = dict(failure.details) if failure is not None else {}
             details.update(result)
@@ -416,8 +430,8 @@ class _Run(object):
             if clock.monotonic() >= self.run_deadline:
                 for handle in inflight.values():
                     self._record(handle.subject, handle.move, outcome='failed', handle=handle,
-                                 message='still in flight when the run timed out after %s s (it goes on in the '
-                                         'backend; a rerun adopts it)' % request.timeout)
+                                 message=self._give_up(handle, 'still in flight when the run timed out after %s s (it '
+                                                       'goes on in the backend; a rerun adopts it)' % request.timeout))
                 for entry, subject, decision in pending:
                     self._record(subject, decision.move, outcome='failed', message='not started: the run timed '
                                  'out after %s s' % request.timeout)
@@ -439,14 +453,16 @@ class _Run(object):
                     if handle.deadline_acted is None and now >= handle.deadline_at + request.deadline:
                         del inflight[handle_id]
                         self._record(handle.subject, handle.move, outcome='failed', handle=handle, status=status,
-                                     message='past its deadline, %s was refused until another %s s had passed: %s'
-                                     % (request.deadline_action, request.deadline, handle.data.get('deadline_error')))
+                                     message=self._give_up(handle, 'past its deadline, %s was refused until another '
+                                                           '%s s had passed: %s' % (
+                                                               request.deadline_action, request.deadline,
+                                                               handle.data.get('deadline_error'))))
                 elif handle.deadline_acted and now >= handle.deadline_at + request.deadline:
                     # The abort / force-complete itself did not end the move within another deadline.
                     del inflight[handle_id]
                     self._record(handle.subject, handle.move, outcome='failed', handle=handle, status=status,
-                                 message='%s past its deadline did not end the move within %s s more' % (
-                                     handle.deadline_acted, request.deadline))
+                                 message=self._give_up(handle, '%s past its deadline did not end the move within %s s '
+                                                       'more' % (handle.deadline_acted, request.deadline)))
             self.max_in_flight = max(self.max_in_flight, len(inflight))
 
     def _start(self, subject, move, attempts=None):
@@ -470,6 +486,14 @@ class _Run(object):
         handle.deadline_at = handle.started + request.deadline
         handle.attempts = list(attempts or [])
         return handle
+
+    def _give_up(self, handle, message):
+        """The run stops following a move still in flight: let the backend undo what start_move did (e.g.
+        release a lock it took); returns the message to report, with what was undone."""
+        try:
+            return self.backend.abandon(handle, message) or message
+        except VmopsError as error:
+            return '%s (undo failed: %s)' % (message, error.msg)
 
     def _act_on_deadline(self, handle):
         action = self.request.deadline_action

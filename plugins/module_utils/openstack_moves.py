@@ -44,10 +44,15 @@ MIGRATION_IN_PROGRESS = ('queued', 'preparing', 'running', 'accepted', 'pre-migr
                          'confirming')
 
 # Nova cold-migrates only ACTIVE and STOPPED servers, live-migrates ACTIVE and PAUSED ones, and
-# evacuates ACTIVE, STOPPED and ERROR ones.
+# evacuates ACTIVE, STOPPED and ERROR ones (nova/compute/api.py, API.evacuate: check_instance_state
+# vm_state=[ACTIVE, STOPPED, ERROR], task_state=None; any other vm_state, PAUSED included, gets HTTP 409).
 LIVE_STATES = (states.RUNNING, states.PAUSED)
 COLD_STATES = (states.RUNNING, states.STOPPED)
-EVACUATE_STATES = (states.RUNNING, states.STOPPED, states.ERROR, states.PAUSED)
+EVACUATE_STATES = (states.RUNNING, states.STOPPED, states.ERROR)
+# What an operator can do with a server Nova will not evacuate (named in its failure message).
+EVACUATE_REMEDY = ('an admin resets its state (openstack server set --state active|error <id>) and host_evacuate '
+                   'is run again, or the server is deleted and relaunched from its newest snapshot with '
+                   'vmops.lifecycle.instance_restore relaunch_missing=true')
 
 ACTIONS = {
     'resume': {'resume': None}, 'suspend': {'suspend': None},
@@ -218,11 +223,16 @@ class OpenStackMoves(moves.MoveBackend):
         decision = moves.policy_decision(subject, request)
         move = decision.move
         if move == moves.EVACUATE and subject.state not in EVACUATE_STATES:
-            # Nova evacuates active, stopped, paused (as active) and error servers only.
+            # Nova evacuates active, stopped and error servers only (HTTP 409 for any other vm_state).
+            # A state with a policy (suspended, shelved, rescued) follows it: fail refuses the run,
+            # anything else skips the server.  A state without one (paused) fails for this server
+            # alone: nothing is sent for it, the others are evacuated, and the run reports the failure.
             policy = request.policy_for(subject.state)
             if policy == 'fail':
                 return moves.Decision(moves.FAIL, 'Nova cannot evacuate a %s server (%s_policy=fail)'
                                       % (subject.state, subject.state))
+            if policy is None:
+                return moves.Decision(moves.UNMOVABLE, unevacuable_message(subject))
             return moves.Decision(moves.SKIP, 'Nova cannot evacuate a %s server; it stays on the failed host'
                                   % subject.state)
         if move == moves.COLD and subject.state not in COLD_STATES:
@@ -234,11 +244,36 @@ class OpenStackMoves(moves.MoveBackend):
 
     def start_move(self, subject, move, target_host, options):
         """Send the first request of a move; the steps of a move are handle.data['steps']."""
+        if move == moves.EVACUATE and subject.state not in EVACUATE_STATES:
+            raise BackendError(unevacuable_message(subject))    # never sent: Nova would answer 409
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
                                   state_before=subject.state, locked_by_us=False)
-        self._send_step(handle)
+        try:
+            self._send_step(handle)
+        except BackendError as error:
+            # Refused (the lock may have been taken just before): release a lock this call took.
+            undone = self._release_lock(handle)
+            if undone:
+                error.msg = '%s (undone: %s)' % (error.msg, undone)
+            raise
         return handle
+
+    def abandon(self, handle, message):
+        """The run stops following this move (past two deadlines, or the run's timeout): release our lock."""
+        undone = self._release_lock(handle)
+        return '%s (undone: %s)' % (message, undone) if undone else message
+
+    def _release_lock(self, handle):
+        """Unlock a server this run locked (never one that was locked before); '' when there was none."""
+        if not handle.data.get('locked_by_us'):
+            return ''
+        try:
+            self._action(handle.id, 'unlock', ACTIONS['unlock'], handle.subject.name)
+        except BackendError as error:
+            return 'unlock failed, the server stays locked: %s' % error.msg
+        handle.data['locked_by_us'] = False
+        return 'unlock'
 
     def _steps(self, subject, move, options):
         """The verbs of one move, in order.  'move' is the move itself."""
@@ -249,8 +284,8 @@ class OpenStackMoves(moves.MoveBackend):
             wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
             # After an evacuation at 2.68..2.93 the server is active unless it was stopped.
             after = states.STOPPED if subject.state == states.STOPPED else states.RUNNING
-            if wanted != after and wanted in (states.RUNNING, states.STOPPED, states.PAUSED):
-                steps.append({states.RUNNING: 'start', states.STOPPED: 'stop', states.PAUSED: 'pause'}[wanted])
+            if wanted != after and wanted in (states.RUNNING, states.STOPPED):
+                steps.append({states.RUNNING: 'start', states.STOPPED: 'stop'}[wanted])
             if 'lock' in steps:
                 steps.append('unlock')
             return steps
@@ -448,8 +483,11 @@ class OpenStackMoves(moves.MoveBackend):
         try:
             self._send_step(handle)
         except BackendError as error:
-            return moves.MoveStatus(False, True, 'moved to %s, but then %s' % (status.host, error.msg),
-                                    status.host, status.state)
+            message = 'moved to %s, but then %s' % (status.host, error.msg)
+            undone = self._release_lock(handle) if steps[handle.data['step']] != 'unlock' else ''
+            if undone:
+                message = '%s (undone: %s)' % (message, undone)
+            return moves.MoveStatus(False, True, message, status.host, status.state)
         if steps[handle.data['step']] == 'unlock':     # no wait needed for an unlock
             return status
         return moves.MoveStatus(False, False, None, status.host, status.state)
@@ -464,11 +502,11 @@ class OpenStackMoves(moves.MoveBackend):
                 if step in back and status.state == states.RUNNING:
                     self._action(handle.id, back[step], ACTIONS[back[step]], handle.subject.name)
                     undone.append(back[step])
-            if handle.data.get('locked_by_us'):
-                self._action(handle.id, 'unlock', ACTIONS['unlock'], handle.subject.name)
-                undone.append('unlock')
         except BackendError as error:
             undone.append('undo failed: %s' % error.msg)
+        released = self._release_lock(handle)     # also when an undo step above failed
+        if released:
+            undone.append(released)
         message = status.message
         if undone:
             message = '%s (undone: %s)' % (message, ', '.join(undone))
@@ -518,6 +556,12 @@ class OpenStackMoves(moves.MoveBackend):
                                                                        for r in rows)
         return {'hosts': sorted(rows, key=lambda r: r['host']), 'needed': needed, 'largest': largest,
                 'free_on_usable_hosts': total_free, 'fits': fits}
+
+
+def unevacuable_message(subject):
+    return ('Nova cannot evacuate a %s server (it evacuates only active, stopped and error servers; a %s one gets '
+            'HTTP 409), so no evacuation is sent and it stays on the failed host %s. Remedy: %s.'
+            % (subject.state, subject.state, subject.host, EVACUATE_REMEDY))
 
 
 STATUS_TO_STATE_OF_VM = {'active': states.RUNNING, 'stopped': states.STOPPED, 'paused': states.PAUSED,

@@ -156,15 +156,17 @@ options:
     default: false
   power_state:
     description:
-      - V(evacuate) only. The power state each server ends in. V(keep) keeps the one it had, with a paused
-        server paused again after its rebuild.
+      - V(evacuate) only. The power state each server ends in. V(keep) keeps the one it had (Nova evacuates
+        only active, stopped and error servers; a paused one is not evacuated, see the notes).
     type: str
     choices: [keep, running, stopped]
     default: keep
   lock_during_move:
     description:
-      - V(evacuate) only. Lock each server while it is rebuilt, and unlock it after. Servers that were
-        already locked keep their lock.
+      - V(evacuate) only. Lock each server while it is rebuilt, and unlock it after. The lock is also
+        released when Nova refuses the evacuation, when it fails, and when the module stops following it
+        (past twice the deadline, or O(timeout)), and the server's message then says C(undone, unlock).
+        Servers that were already locked keep their lock.
     type: bool
     default: true
   poll_interval:
@@ -213,7 +215,14 @@ attributes:
 notes:
   - Locked servers are moved (an admin may move them) and reported with C(locked=true).
   - Evacuation uses compute microversion 2.84. Up to Zed's 2.93, an evacuated server keeps its power state.
-    A paused server comes back active and is paused again (V(keep)).
+    Nova (Zed) evacuates only active, stopped and error servers; any other gets HTTP 409. A paused server
+    on the dead host is therefore planned as V(unmovable) (check mode shows it) and reported C(failed) with
+    the reason and the remedy; nothing is sent for it, the other servers are still evacuated, and the run
+    fails at its end like any per-server failure. The remedy is that an admin resets its state
+    (C(openstack server set --state active)) and reruns, or the server is deleted and relaunched from its
+    newest snapshot with M(vmops.lifecycle.instance_restore) and
+    O(vmops.lifecycle.instance_restore#module:relaunch_missing=true).
+    Suspended, shelved and rescued servers follow their policy (V(fail) refuses the run, else skipped).
   - A suspended or rescued server whose move is interrupted between its steps (for example resumed and
     moved, but not yet suspended again) is, on a rerun, no longer on the host. Its original state is
     in the failed run's report, not in the cloud.
@@ -260,8 +269,8 @@ capacity:
   type: raw
 servers:
   description:
-    - Per instance, name, id, from, to, move (live, cold, evacuate, offload, skip, adopt), attempts, state_before,
-      state_after, locked, started, finished, seconds, outcome (moved, skipped, failed, already_done, planned in
+    - Per instance, name, id, from, to, move (live, cold, evacuate, offload, skip, adopt, unmovable), attempts,
+      state_before, state_after, locked, started, finished, seconds, outcome (moved, skipped, failed, already_done, planned in
       check mode) and message.
   returned: always
   type: list

@@ -572,20 +572,22 @@ def test_guest_that_ignores_acpi_is_not_forced_off_in_a_cold_fallback():
     assert not [c for c in world.calls if c[0] == 'create']
 
 
-def test_guest_that_shuts_down_late_in_a_cold_fallback_is_started_again_on_the_source():
+def test_guest_that_shuts_down_late_in_a_cold_fallback_is_started_again_on_the_source(monkeypatch):
     world = World()
     world.release.clear()
     dom = world.add('late')
     dom.ignores_acpi = True
+    original_restart = libvirt_moves.LibvirtMoves._restart_on_source
 
-    def power_off_later():
-        while ('shutdown', 'late') not in world.calls:
-            time.sleep(0.01)
-        time.sleep(0.3)        # after the 0.2 s shutdown timeout, within the same time again
+    def powered_off_late(self, domain, handle):
+        # The guest reaches power-off only after the shutdown wait gave up: decided by the event,
+        # not by a sleep, so a busy machine cannot reorder it.
         dom.code = SHUTOFF
-    threading.Thread(target=power_off_later).start()
+        return original_restart(self, domain, handle)
+    monkeypatch.setattr(libvirt_moves.LibvirtMoves, '_restart_on_source', powered_off_late)
     result = drain(world, deadline=0.3, backend_kwargs=dict(shutdown_timeout=0.2))
     assert result['failed'] and 'started again on the source' in result['msg']
+    assert ('shutdown', 'late') in world.calls
     assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
 
 

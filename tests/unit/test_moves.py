@@ -395,3 +395,59 @@ def test_abort_refused_for_a_whole_deadline_fails(clock):
     server = caught.value.details['servers'][0]
     assert server['outcome'] == 'failed' and 'no live migration in progress yet' in server['message']
     assert 3 <= len([e for e in cloud.log if e[0] == 'abort']) <= 4
+
+
+class UndoingCloud(FakeCloud):
+    """Nova-like: a paused instance cannot be evacuated; finish() of a failed move reports an undo (unlock)."""
+
+    def plan_move(self, subject, request):
+        decision = moves.policy_decision(subject, request)
+        if decision.move == moves.EVACUATE and subject.state == states.PAUSED:
+            return moves.Decision(moves.UNMOVABLE, 'cannot evacuate a paused instance')
+        return decision
+
+    def abandon(self, handle, message):
+        self.log.append(('abandon', handle.id))
+        return '%s (undone: unlock)' % message
+
+
+def test_unmovable_fails_alone_and_the_others_move(clock):
+    cloud = UndoingCloud(clock, [inst('a'), inst('p', states.PAUSED), inst('s', states.STOPPED)])
+    cloud.service['state'] = 'down'
+    result = run(cloud, clock, check_mode=True, mode='evacuate')
+    plan = dict((p['id'], p) for p in result['plan'])
+    assert plan['p']['move'] == 'unmovable' and plan['p']['note'] == 'cannot evacuate a paused instance'
+    assert [p['id'] for p in result['plan']][-1] == 'p'
+    by_id = dict((s['id'], s) for s in result['servers'])
+    assert by_id['p']['outcome'] == 'failed' and result['totals']['failed'] == 1 and cloud.log == []
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock, mode='evacuate')
+    assert '1 of 3 instances failed' in caught.value.msg and 'cannot evacuate a paused instance' in caught.value.msg
+    by_id = dict((s['id'], s) for s in caught.value.details['servers'])
+    assert by_id['a']['outcome'] == by_id['s']['outcome'] == 'moved'
+    assert by_id['p']['outcome'] == 'failed' and by_id['p']['move'] == 'unmovable'
+    assert by_id['p']['state_after'] == states.PAUSED and by_id['p']['seconds'] is None
+    assert [e for e in cloud.log if e[0] == 'start' and e[1] == 'p'] == []
+    assert cloud.instances['p']['host'] == 'src'
+
+
+def test_evacuation_given_up_after_two_deadlines_is_undone(clock):
+    cloud = UndoingCloud(clock, [inst('a')])
+    cloud.service['state'] = 'down'
+    cloud.durations['a'] = 100.0
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock, mode='evacuate', deadline=5, disable=False)
+    server = caught.value.details['servers'][0]
+    assert ('abandon', 'a') in cloud.log
+    assert server['outcome'] == 'failed' and server['message'].endswith('(undone: unlock)')
+    assert 'did not end the move' in server['message']
+
+
+def test_moves_in_flight_at_the_run_timeout_are_undone(clock):
+    cloud = UndoingCloud(clock, [inst('a')])
+    cloud.durations['a'] = 100.0
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock, timeout=3, deadline=50)
+    server = caught.value.details['servers'][0]
+    assert ('abandon', 'a') in cloud.log
+    assert 'timed out' in server['message'] and server['message'].endswith('(undone: unlock)')

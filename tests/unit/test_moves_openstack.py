@@ -12,14 +12,18 @@ pytest.importorskip('openstack')
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils import openstack_moves as om  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest  # noqa: E402
 
 
 class Response(object):
     def __init__(self, body, status=200):
         self.body, self.status_code = body, status
-        self.headers = {}
+        self.headers = {'content-type': 'application/json'} if status >= 400 else {}
         self.text = ''
+        self.content = b'x' if status >= 400 else b''
+        self.reason = 'Conflict' if status == 409 else ''
+        self.url = 'http://nova'
+        self.request = None
 
     def json(self):
         return self.body
@@ -28,10 +32,15 @@ class Response(object):
 class FakeCompute(object):
     def __init__(self, answers):
         self.answers = answers      # (method, url) -> body
+        self.refused = {}           # server action verb (first key of the body) -> (HTTP status, Nova's message)
         self.sent = []
 
     def request(self, url, method, microversion=None, **kwargs):
         self.sent.append((method, url, kwargs.get('json'), microversion))
+        body = kwargs.get('json')
+        if method == 'POST' and isinstance(body, dict) and body and list(body)[0] in self.refused:
+            status, message = self.refused[list(body)[0]]
+            return Response({'conflictingRequest': {'code': status, 'message': message}}, status)
         return Response(self.answers.get((method, url), {}), 202 if method == 'POST' else 200)
 
 
@@ -130,12 +139,83 @@ def test_evacuate_locks_and_unlocks_unless_already_locked():
     assert handle.data['steps'] == ['move']
 
 
-def test_evacuate_power_state_and_paused():
+def test_evacuate_power_state():
     backend = om.OpenStackMoves({}, backend=FakeBackend())
-    assert backend._steps(subject(states.PAUSED), moves.EVACUATE, request(mode='evacuate')) == \
-        ['lock', 'move', 'pause', 'unlock']
+    assert backend._steps(subject(states.STOPPED), moves.EVACUATE, request(mode='evacuate')) == \
+        ['lock', 'move', 'unlock']
     assert backend._steps(subject(states.RUNNING), moves.EVACUATE, request(mode='evacuate', power_state='stopped',
                                                                            lock_during_move=False)) == ['move', 'stop']
+
+
+def sent_bodies(backend):
+    return [entry[2] for entry in backend.backend.compute.sent]
+
+
+def test_paused_server_is_not_evacuated_and_says_why():
+    # Nova (Zed) evacuates only active, stopped and error servers: a paused one gets HTTP 409.
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    decision = backend.plan_move(subject(states.PAUSED), request(mode='evacuate'))
+    assert decision.move == moves.UNMOVABLE
+    for text in ('paused', 'only active, stopped and error', 'instance_restore relaunch_missing=true',
+                 'openstack server set --state'):
+        assert text in decision.reason
+    for state in (states.RUNNING, states.STOPPED, states.ERROR):
+        assert backend.plan_move(subject(state), request(mode='evacuate', error_policy='move')).move == \
+            moves.EVACUATE
+    # Even if asked, start_move sends nothing (no lock, no evacuation) for a paused server.
+    with pytest.raises(BackendError) as caught:
+        backend.start_move(subject(states.PAUSED), moves.EVACUATE, None, request(mode='evacuate'))
+    assert 'paused' in caught.value.msg and backend.backend.compute.sent == []
+
+
+def test_refused_evacuation_releases_our_lock():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend.backend.compute.refused['evacuate'] = (409, 'Cannot evacuate instance while it is in task_state x')
+    with pytest.raises(BackendError) as caught:
+        backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
+    assert sent_bodies(backend) == [{'lock': {'locked_reason': 'vmops host_evacuate: evacuating from fake1'}},
+                                    {'evacuate': {}}, {'unlock': None}]
+    assert 'Nova refused evacuation of vm1' in caught.value.msg and '(undone: unlock)' in caught.value.msg
+
+
+def test_refused_evacuation_keeps_a_lock_that_was_there_before():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend.backend.compute.refused['evacuate'] = (409, 'refused')
+    with pytest.raises(BackendError) as caught:
+        backend.start_move(subject(locked=True), moves.EVACUATE, None, request(mode='evacuate'))
+    assert sent_bodies(backend) == [{'evacuate': {}}] and 'undone' not in caught.value.msg
+
+
+def test_failed_evacuation_releases_our_lock():
+    answers = {('GET', '/servers/id-1/os-instance-actions'): {'instanceActions': []}}
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
+    failed = backend._status_of(handle, server(host='fake1'))
+    assert failed.failed
+    final = backend.finish(handle, failed)
+    assert final.failed and '(undone: unlock)' in final.message
+    assert sent_bodies(backend)[-1] == {'unlock': None} and not handle.data['locked_by_us']
+
+
+def test_refused_step_after_the_evacuation_releases_our_lock():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate', power_state='stopped'))
+    assert handle.data['steps'] == ['lock', 'move', 'stop', 'unlock']
+    backend.backend.compute.refused['os-stop'] = (409, 'refused')
+    final = backend.finish(handle, backend._status_of(handle, server(host='fake2')))
+    assert final.failed and 'moved to fake2, but then Nova refused stop' in final.message
+    assert '(undone: unlock)' in final.message and sent_bodies(backend)[-1] == {'unlock': None}
+
+
+def test_given_up_evacuation_releases_our_lock():
+    # The core gives up on a move still in flight (two deadlines, or the run's timeout): abandon() undoes.
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
+    assert backend.abandon(handle, 'gave up') == 'gave up (undone: unlock)'
+    assert sent_bodies(backend)[-1] == {'unlock': None}
+    assert backend.abandon(handle, 'again') == 'again'      # released once only
+    handle = backend.start_move(subject(locked=True), moves.EVACUATE, None, request(mode='evacuate'))
+    assert backend.abandon(handle, 'gave up') == 'gave up'  # a lock that was there before stays
 
 
 def test_plan_refinements():
