@@ -206,22 +206,8 @@ class LibvirtRescuer(object):
         return self.status(dom)._replace(steps=steps)
 
     def _power_off(self, dom, before, request, deadline):
-        if not dom.isActive():
-            return None
-        if before.state == states.ERROR:
-            dom.destroy()
-            return 'destroy'
-        dom.shutdown()
-        budget = Deadline(min(request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
-        try:
-            wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.STOPPED and not o.task,
-                       describe, 'domain %s to shut down for the rescue' % before.name, budget)
-            return 'shutdown'
-        except VmopsError:
-            # As Nova does: a guest that needs rescuing may not shut down; then the power is cut.
-            if dom.isActive():
-                dom.destroy()
-            return 'shutdown_then_destroy'
+        return power_off(self.backend, dom, before, 'the rescue', request.shutdown_timeout, deadline,
+                         destroy_states=(states.ERROR,))
 
     def _delete_leftover(self, pool, name):
         try:
@@ -348,3 +334,25 @@ def _rescue_definition(prepared, rescue_path, request):
         prepared['original_xml'].encode('utf-8')).decode('ascii')
     ET.register_namespace(RESCUE_PREFIX, RESCUE_NS)
     return ET.tostring(tree, encoding='unicode')
+
+
+def power_off(backend, dom, before, purpose, shutdown_timeout, deadline, destroy_states):
+    """Power a domain off before its disks are reworked (rescue, restore): destroy at once in
+    `destroy_states`, else ACPI shutdown, and cut the power when the guest does not go down in
+    time, as Nova does (a guest in need of rescue or restore may not shut down).  Returns the
+    step taken, or None if it was already off."""
+    if not dom.isActive():
+        return None
+    if before.state in destroy_states:
+        dom.destroy()
+        return 'destroy'
+    dom.shutdown()
+    budget = Deadline(min(shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
+    try:
+        wait_until(lambda: backend.observe(dom), lambda o: o.state == states.STOPPED and not o.task,
+                   describe, 'domain %s to shut down for %s' % (before.name, purpose), budget)
+        return 'shutdown'
+    except VmopsError:
+        if dom.isActive():
+            dom.destroy()
+        return 'shutdown_then_destroy'

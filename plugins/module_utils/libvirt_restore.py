@@ -27,18 +27,17 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest, VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_rescue import RESCUE_NS
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_rescue import RESCUE_NS, power_off
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_snapshot import (
     DOMAIN_XML, MANIFEST, LibvirtSnapshots)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import InstanceStatus, PowerAfterRestore
 from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import newest_in_series
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import wait_until
 
 RESTORE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/restore/1'
 RESTORE_PREFIX = 'vmopsrestore'
-DEFAULT_SHUTDOWN_TIMEOUT = 60
 
 
 def _now():
@@ -225,21 +224,9 @@ class LibvirtRestorer(PowerAfterRestore):
                         RESTORE_PREFIX, RESTORE_NS, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
 
     def _power_off(self, dom, before, request, deadline):
-        if not dom.isActive():
-            return None
-        if before.state in (states.ERROR, states.PAUSED):
-            dom.destroy()       # its disks are about to be replaced: nothing in it is kept
-            return 'destroy'
-        dom.shutdown()
-        budget = Deadline(min(request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
-        try:
-            wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.STOPPED and not o.task,
-                       describe, 'domain %s to shut down for the restore' % before.name, budget)
-            return 'shutdown'
-        except VmopsError:
-            if dom.isActive():
-                dom.destroy()
-            return 'shutdown_then_destroy'
+        # A paused guest is destroyed too: its disks are about to be replaced, nothing in it is kept.
+        return power_off(self.backend, dom, before, 'the restore', request.shutdown_timeout, deadline,
+                         destroy_states=(states.ERROR, states.PAUSED))
 
     def _wait_running(self, dom, name, deadline):
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,

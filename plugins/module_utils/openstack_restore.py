@@ -14,12 +14,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import time
-import uuid
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils import launch, states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
-    observation_from_server, sdk_exceptions, _sdk_message)
+    _looks_like_uuid, observation_from_server, sdk_exceptions, _sdk_message)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_rescue import is_volume_backed
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_snapshot import OpenStackSnapshots
 from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import (
@@ -31,14 +30,6 @@ REBUILDABLE = (states.RUNNING, states.STOPPED, states.ERROR)
 # Set on a relaunched server: the ID of the server it replaces, so that the snapshots of that one
 # (a series, say) still count as its own.
 LINEAGE_KEY = 'vmops_relaunched_from'
-
-
-def _looks_like_uuid(text):
-    try:
-        uuid.UUID(text)
-        return True
-    except (ValueError, TypeError, AttributeError):
-        return False
 
 
 class OpenStackRestorer(PowerAfterRestore):
