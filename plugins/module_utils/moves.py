@@ -418,6 +418,7 @@ class _Run(object):
         request, backend, clock = self.request, self.backend, self.clock
         pending = collections.deque(movers)
         inflight = collections.OrderedDict()
+        last_poll = None
         while pending or inflight:
             while pending and len(inflight) < self.window:
                 entry, subject, decision = pending.popleft()
@@ -436,7 +437,12 @@ class _Run(object):
                     self._record(subject, decision.move, outcome='failed', message='not started: the run timed '
                                  'out after %s s' % request.timeout)
                 return
-            clock.sleep(request.poll_interval)
+            # A fixed rate: the interval runs from one read's start to the next, whatever the cycle's
+            # own requests (settling, starting the next moves) took.
+            wait = request.poll_interval - (clock.monotonic() - last_poll if last_poll is not None else 0)
+            if wait > 0:
+                clock.sleep(wait)
+            last_poll = clock.monotonic()
             statuses = backend.poll(list(inflight.values()))
             self.polls += 1
             now = clock.monotonic()

@@ -13,17 +13,27 @@ Every compute request goes out at MOVES_MICROVERSION (2.84), chosen because:
   2.84  instance action events carry `details` (the reason a migration failed).
   Up to 2.93 (Zed's maximum) evacuation keeps each server's power state (2.95 would stop them all).
 
-Progress comes from ONE shared read per cycle: GET /servers/detail?all_tenants=1&changes-since=T,
-T a little before the run started: every server touched since then (ours included) with its host,
-status and task_state.  Nova sets task_state synchronously when it accepts a move, so "task_state
-back to none" with another host means moved, with the same host means the move ended without moving.
+Progress comes from shared reads, never one per server.  Each cycle reads the migration records off
+the host (GET /os-migrations?source_compute=H&changes-since=T0: light, no server views): a live move
+whose record says completed, a confirm whose record says confirmed, has ended (Nova closes the record
+after settling the server, and frees the compute's migration slot only then).  When some move needs
+more (a resume / suspend / rescue step, a cold move waiting for VERIFY_RESIZE, an evacuation, a record
+that ended badly), the cycle also reads GET /servers/detail?all_tenants=1&changes-since=T: every
+server touched since T with its host, status and task_state.  Nova sets task_state synchronously when
+it accepts a move, so "task_state back to none" with another host means moved, with the same host
+means the move ended without moving.  T follows the oldest of those moves (in the cloud's clock, from
+the API's Date header, less a margin): Nova bumps a server's `updated` on every change, so each server
+still moving was touched after its own move began and is always listed, while the list stays as short
+as the window instead of growing with every server touched in the run.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import calendar
 import time
+from email.utils import parsedate_tz, mktime_tz
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
@@ -33,6 +43,16 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend 
 MOVES_MICROVERSION = '2.84'
 PLACEMENT_MICROVERSION = '1.29'
 CLOCK_SKEW_MARGIN = 60          # seconds subtracted from "now" for changes-since (cloud clocks differ)
+# Seconds before the oldest move in flight that the shared read starts from, once the cloud's clock is
+# known: covers the Date header's 1 s resolution and the API's and database's clocks differing a little.
+CURSOR_MARGIN = 5
+# A migration record counts as this move's when created no earlier than this before the move was sent
+# (in the cloud's clock, whose estimate errs early by up to a second).
+RECORD_MATCH_SLACK = 2
+# Seconds a live move may go without its migration record before the servers list is read for it (a
+# move refused before the conductor created a record would otherwise wait for its deadline).
+RECORDLESS_GRACE = 3.0
+_ASK_THE_SERVER = object()
 
 # task_state values that mean a move of the server is in flight (a rerun adopts them).
 MOVE_TASKS = ('migrating', 'resize_prep', 'resize_migrating', 'resize_migrated', 'resize_finish',
@@ -91,6 +111,8 @@ class OpenStackMoves(moves.MoveBackend):
         self.conn = self.backend.conn
         self._services = None
         self._since = None
+        self._cloud_offset = None     # the cloud's clock minus ours, from a Date header (None: unknown)
+        self._missed = False          # the last shared read left out a move in flight
         self.host = None
 
     # plumbing ----------------------------------------------------------------------------------
@@ -181,7 +203,9 @@ class OpenStackMoves(moves.MoveBackend):
     def list_on_host(self, host):
         self.host = host
         self._since = time.time() - CLOCK_SKEW_MARGIN
-        servers = self._call('GET', '/servers/detail', params={'host': host, 'all_tenants': 1}).json()['servers']
+        response = self._call('GET', '/servers/detail', params={'host': host, 'all_tenants': 1})
+        self._cloud_offset = _clock_offset(response)
+        servers = response.json()['servers']
         subjects = [self._subject(body, host) for body in servers]
         # A cold migration off the host that waits for its confirm already shows the target as the
         # server's host: the migrations list finds it (a rerun confirms it).
@@ -212,6 +236,7 @@ class OpenStackMoves(moves.MoveBackend):
         flavor = body.get('flavor') or {}
         details = dict(observation.details, status=body.get('status'), project_id=body.get('tenant_id'),
                        vcpus=flavor.get('vcpus'), ram=flavor.get('ram'), disk=flavor.get('disk'),
+                       updated=body.get('updated'),
                        move_in_flight=(body.get('OS-EXT-STS:task_state') in MOVE_TASKS))
         state = observation.state
         if body.get('status') in ('MIGRATING', 'RESIZE', 'REBUILD'):
@@ -248,7 +273,8 @@ class OpenStackMoves(moves.MoveBackend):
             raise BackendError(unevacuable_message(subject))    # never sent: Nova would answer 409
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
-                                  state_before=subject.state, locked_by_us=False)
+                                  state_before=subject.state, locked_by_us=False,
+                                  changed_after=self._cloud_now(), sent_at=time.monotonic())
         try:
             self._send_step(handle)
         except BackendError as error:
@@ -336,38 +362,92 @@ class OpenStackMoves(moves.MoveBackend):
         if subject.task == 'verify_resize':
             handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'), steps=['move', 'confirm'],
                                       step=0, options=None, state_before=subject.state, locked_by_us=False,
-                                      resolved_move=moves.COLD, was_done=True)
+                                      resolved_move=moves.COLD, was_done=True,
+                                      changed_after=_epoch(subject.details.get('updated')))
             return handle
         task = subject.task or ''
         kind = moves.COLD if task.startswith('resize') else moves.EVACUATE if task.startswith('rebuild') else \
             moves.OFFLOAD if task == 'shelving_offloading' else moves.LIVE
         steps = ['move', 'confirm'] if kind == moves.COLD else ['move']
         return moves.MoveHandle(subject, moves.ADOPT, None, steps=steps, step=0, options=None,
-                                state_before=subject.state, locked_by_us=False, resolved_move=kind)
+                                state_before=subject.state, locked_by_us=False, resolved_move=kind,
+                                changed_after=_epoch(subject.details.get('updated')))
 
     def poll(self, handles):
-        """ONE request: every server changed since the run started, then each handle's news."""
-        params = {'all_tenants': 1, 'changes-since': _iso(self._since or time.time() - CLOCK_SKEW_MARGIN)}
-        bodies = dict((s['id'], s) for s in self._call('GET', '/servers/detail', params=params).json()['servers'])
-        out = {}
+        """One or two shared reads for all handles, never one per server:
+          1. the migration records off the host (light: no server views).  A live move whose record says
+             completed, or a confirm whose record says confirmed, has ended well: Nova closes the record
+             after it has settled the server, and only then frees the compute's migration slot;
+          2. only when some handle needs it (any other step, a record that ended badly, a move with no
+             record yet), the servers changed since the oldest of those moves began."""
+        records = self._latest_migrations()
+        out, by_server = {}, []
         for handle in handles:
+            verdict = self._record_status(handle, records.get(handle.id))
+            if verdict is _ASK_THE_SERVER:
+                by_server.append(handle)
+            elif verdict is not None:
+                out[handle.id] = verdict
+        if not by_server:
+            return out
+        params = {'all_tenants': 1, 'changes-since': _iso(self._cursor(by_server))}
+        bodies = dict((s['id'], s) for s in self._call('GET', '/servers/detail', params=params).json()['servers'])
+        # A moving server always has a change after its move began; one left out means some clock (a
+        # compute's) is further off than the margin: the next read goes back to the broad cursor.
+        self._missed = any(handle.id not in bodies for handle in by_server)
+        for handle in by_server:
             body = bodies.get(handle.id)
-            if body is None:
+            status = self._status_of(handle, body) if body is not None else None
+            if status is None:
                 continue
-            status = self._status_of(handle, body)
-            if status is not None:
-                out[handle.id] = status
-        # Nova settles the server (host, task_state) a moment before the compute ends the migration
-        # (record 'completed', the per-host migration slot free).  A move counts as ended only when its
-        # record says so too: one more shared read, only in cycles where some move looks ended.
-        waiting = [h for h in handles if h.id in out and self._has_record(h)]
-        if waiting:
-            records = self._latest_migrations()
-            for handle in waiting:
-                record = records.get(handle.id)
-                if record is not None and record['status'] in MIGRATION_IN_PROGRESS:
-                    del out[handle.id]
+            record = records.get(handle.id)
+            if self._has_record(handle) and record is not None and record['status'] in MIGRATION_IN_PROGRESS:
+                continue    # settled a moment before the compute closes the record and frees its slot
+            out[handle.id] = status
         return out
+
+    def _record_status(self, handle, record):
+        """What the migration record alone says of a live move or a confirm: a done MoveStatus, None while
+        it goes on, or _ASK_THE_SERVER (any other step, a record that ended badly, none yet after a grace)."""
+        step = handle.data['steps'][handle.data['step']]
+        move = handle.data.get('resolved_move', handle.move)
+        mark = handle.data.get('changed_after')
+        if mark is None or (move, step) not in ((moves.LIVE, 'move'), (moves.COLD, 'confirm')):
+            return _ASK_THE_SERVER
+        created = _epoch(record.get('created_at')) if record else None
+        if created is None or created < mark - RECORD_MATCH_SLACK:
+            # None yet (the conductor creates it a moment after the API accepts), or an earlier move's.
+            recordless = time.monotonic() - handle.data.get('sent_at', 0)
+            return _ASK_THE_SERVER if recordless > RECORDLESS_GRACE else None
+        status = record['status']
+        if move == moves.LIVE and status == 'completed':
+            return moves.MoveStatus(True, False, None, record.get('dest_compute'), self._state_while_moving(handle))
+        if move == moves.COLD and status == 'confirmed':
+            return moves.MoveStatus(True, False, None, record.get('dest_compute'), handle.data['state_before'])
+        if status in MIGRATION_IN_PROGRESS or status == 'finished':
+            return None
+        return _ASK_THE_SERVER      # error, failed, cancelled: the server says where it is and why
+
+    @staticmethod
+    def _state_while_moving(handle):
+        """A live move keeps the power state it began in: the original one, or running after a resume or
+        an unrescue step."""
+        earlier = handle.data['steps'][:handle.data['step']]
+        return states.RUNNING if ('resume' in earlier or 'unrescue' in earlier) else handle.data['state_before']
+
+    def _cloud_now(self):
+        """Now in the cloud's clock, or None when its offset is unknown."""
+        return None if self._cloud_offset is None else time.time() + self._cloud_offset
+
+    def _cursor(self, handles):
+        """changes-since for the shared read: just before the oldest move in flight, in the cloud's clock;
+        the run's start less CLOCK_SKEW_MARGIN (in ours) when any of them cannot be placed in the cloud's
+        clock, or when the last read left one out."""
+        broad = self._since or time.time() - CLOCK_SKEW_MARGIN
+        marks = [h.data.get('changed_after') for h in handles]
+        if self._missed or not marks or any(mark is None for mark in marks):
+            return broad
+        return min(marks) - CURSOR_MARGIN
 
     def _has_record(self, handle):
         step = handle.data['steps'][handle.data['step']]
@@ -375,7 +455,8 @@ class OpenStackMoves(moves.MoveBackend):
         return step in ('move', 'confirm') and move in (moves.LIVE, moves.COLD, moves.EVACUATE)
 
     def _latest_migrations(self):
-        """instance_uuid -> its newest migration record off the host, changed since the run started."""
+        """instance_uuid -> its newest migration record off the host, changed since the run started (a
+        minute's margin: the list holds one record per move, it stays light)."""
         params = {'source_compute': self.host, 'changes-since': _iso(self._since or time.time() - CLOCK_SKEW_MARGIN)}
         latest = {}
         for record in self._call('GET', '/os-migrations', params=params).json()['migrations']:
@@ -578,6 +659,23 @@ def _text(response):
 
 def _iso(epoch):
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
+
+
+def _epoch(text):
+    """Nova's ISO 8601 UTC timestamp ('2026-11-21T20:14:03Z') as epoch seconds, None if unreadable."""
+    try:
+        return calendar.timegm(time.strptime((text or '').rstrip('Z')[:19], '%Y-%m-%dT%H:%M:%S'))
+    except ValueError:
+        return None
+
+
+def _clock_offset(response):
+    """The cloud's clock minus ours, from the response's Date header (None without one).  The header is
+    whole seconds, truncated, so the estimate errs early, the safe side for changes-since."""
+    parsed = parsedate_tz((getattr(response, 'headers', None) or {}).get('Date') or '')
+    if parsed is None:
+        return None
+    return mktime_tz(parsed) - time.time()
 
 
 # host_service ------------------------------------------------------------------------------------

@@ -34,14 +34,20 @@ class FakeCompute(object):
         self.answers = answers      # (method, url) -> body
         self.refused = {}           # server action verb (first key of the body) -> (HTTP status, Nova's message)
         self.sent = []
+        self.params = []            # the query parameters of each request, in order
+        self.date = None            # the Date header of every answer (None: no header)
 
     def request(self, url, method, microversion=None, **kwargs):
         self.sent.append((method, url, kwargs.get('json'), microversion))
+        self.params.append(kwargs.get('params'))
         body = kwargs.get('json')
         if method == 'POST' and isinstance(body, dict) and body and list(body)[0] in self.refused:
             status, message = self.refused[list(body)[0]]
             return Response({'conflictingRequest': {'code': status, 'message': message}}, status)
-        return Response(self.answers.get((method, url), {}), 202 if method == 'POST' else 200)
+        response = Response(self.answers.get((method, url), {}), 202 if method == 'POST' else 200)
+        if self.date:
+            response.headers['Date'] = self.date
+        return response
 
 
 class FakeBackend(object):
@@ -289,4 +295,148 @@ def test_poll_waits_for_the_migration_record():
     answers[('GET', '/os-migrations')]['migrations'][0]['status'] = 'completed'
     assert backend.poll([handle])['id-1'].done
     gets = [url for method, url, _body, _mv in backend.backend.compute.sent if method == 'GET']
-    assert gets == ['/servers/detail', '/os-migrations'] * 2
+    # Without the cloud's clock (no Date header) no record can be matched to this move: the server tells.
+    assert gets == ['/os-migrations', '/servers/detail'] * 2
+
+
+def _since_of_last_poll(compute):
+    return [p for (method, url, _b, _mv), p in zip(compute.sent, compute.params)
+            if url == '/servers/detail' and 'changes-since' in (p or {})][-1]['changes-since']
+
+
+def test_poll_cursor_follows_the_oldest_move_in_the_clouds_clock(monkeypatch):
+    """The server list starts CURSOR_MARGIN before the oldest move in flight that needs it (a cold move
+    waits for VERIFY_RESIZE there), in the cloud's clock (its Date header says it runs 1000 s ahead of
+    ours), not at the run's start less a minute."""
+    clock = {'now': 1800000000.0}
+    monkeypatch.setattr(om.time, 'time', lambda: clock['now'])
+    answers = {('GET', '/servers/detail'): {'servers': [server(host='fake1', task='migrating', status='MIGRATING')]},
+               ('GET', '/os-migrations'): {'migrations': []}}
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    compute = backend.backend.compute
+    compute.date = 'Fri, 15 Jan 2027 08:16:40 GMT'      # 1800001000: 1000 s ahead
+    backend.list_on_host('fake1')
+    clock['now'] += 100
+    handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
+    clock['now'] += 30
+    assert backend.poll([handle]) == {}
+    assert _since_of_last_poll(compute) == om._iso(1800000000.0 + 100 + 1000 - om.CURSOR_MARGIN)
+
+
+def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
+    clock = {'now': 1800000000.0}
+    monkeypatch.setattr(om.time, 'time', lambda: clock['now'])
+    broad = om._iso(1800000000.0 - om.CLOCK_SKEW_MARGIN)
+    # No Date header: the run's start less CLOCK_SKEW_MARGIN.
+    answers = {('GET', '/servers/detail'): {'servers': []}, ('GET', '/os-migrations'): {'migrations': []}}
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend.list_on_host('fake1')
+    clock['now'] += 100
+    handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
+    backend.poll([handle])
+    assert _since_of_last_poll(backend.backend.compute) == broad
+    # With the header, a read that leaves out a move in flight makes the next one broad again.
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    compute = backend.backend.compute
+    compute.date = 'Fri, 15 Jan 2027 08:01:40 GMT'      # 1800000100: the same clock as ours
+    backend.list_on_host('fake1')
+    handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
+    backend.poll([handle])          # tight, and the server is not listed
+    assert _since_of_last_poll(compute) == om._iso(1800000100.0 - om.CURSOR_MARGIN)
+    backend.poll([handle])
+    assert _since_of_last_poll(compute) == om._iso(clock['now'] - om.CLOCK_SKEW_MARGIN)
+    answers[('GET', '/servers/detail')]['servers'] = [server(host='fake1', task='migrating', status='MIGRATING')]
+    backend.poll([handle])          # broad, listed again
+    backend.poll([handle])          # so tight again
+    assert _since_of_last_poll(compute) == om._iso(1800000100.0 - om.CURSOR_MARGIN)
+
+
+def test_adopted_move_cursor_from_the_servers_own_update():
+    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend._cloud_offset = 0.0
+    found = moves.MoveSubject('id-1', 'vm1', states.RUNNING, 'migrating', 'fake1', False,
+                              {'move_in_flight': True, 'updated': '2027-01-15T08:00:00Z'})
+    handle = backend.adopt(found)
+    assert handle.data['changed_after'] == 1800000000
+    assert backend._cursor([handle]) == 1800000000 - om.CURSOR_MARGIN
+
+
+def _record(status, created='2027-01-15T08:01:41Z', dest='fake3', record_id=9):
+    return {'id': record_id, 'instance_uuid': 'id-1', 'status': status, 'created_at': created,
+            'dest_compute': dest, 'source_compute': 'fake1'}
+
+
+def _backend_with_clock(monkeypatch, answers):
+    monkeypatch.setattr(om.time, 'time', lambda: 1800000100.0)
+    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend.backend.compute.date = 'Fri, 15 Jan 2027 08:01:40 GMT'      # 1800000100: our clock
+    records = answers[('GET', '/os-migrations')]
+    answers[('GET', '/os-migrations')] = {'migrations': []}     # no cold move waiting for its confirm
+    backend.list_on_host('fake1')
+    answers[('GET', '/os-migrations')] = records
+    return backend
+
+
+def _gets(backend, since=0):
+    return [url for method, url, _b, _mv in backend.backend.compute.sent[since:] if method == 'GET']
+
+
+def test_live_move_ends_on_its_record_alone(monkeypatch):
+    """A completed record ends a live move: one light read per cycle, no server list."""
+    answers = {('GET', '/servers/detail'): {'servers': []},
+               ('GET', '/os-migrations'): {'migrations': [_record('running')]}}
+    backend = _backend_with_clock(monkeypatch, answers)
+    handle = backend.start_move(subject(state=states.PAUSED), moves.LIVE, None, request())
+    sent = len(backend.backend.compute.sent)
+    assert backend.poll([handle]) == {}
+    answers[('GET', '/os-migrations')]['migrations'] = [_record('completed')]
+    status = backend.poll([handle])['id-1']
+    assert status.done and status.host == 'fake3' and status.state == states.PAUSED
+    assert _gets(backend, sent) == ['/os-migrations', '/os-migrations']
+
+
+def test_an_earlier_moves_record_is_not_this_ones(monkeypatch):
+    """A completed record created before this move began (an earlier move of the server) ends nothing."""
+    answers = {('GET', '/servers/detail'): {'servers': [server(host='fake1', task='migrating', status='MIGRATING')]},
+               ('GET', '/os-migrations'): {'migrations': [_record('completed', created='2027-01-15T07:50:00Z')]}}
+    backend = _backend_with_clock(monkeypatch, answers)
+    handle = backend.start_move(subject(), moves.LIVE, None, request())
+    assert backend.poll([handle]) == {}
+    # Past the grace without a record of its own, the server list is read for it.
+    handle.data['sent_at'] -= om.RECORDLESS_GRACE + 1
+    sent = len(backend.backend.compute.sent)
+    assert backend.poll([handle]) == {}
+    assert _gets(backend, sent) == ['/os-migrations', '/servers/detail']
+
+
+def test_a_cancelled_record_asks_the_server(monkeypatch):
+    """An aborted live move: the record says cancelled, the server (back on the source) says failed."""
+    answers = {('GET', '/servers/detail'): {'servers': [server(host='fake1')]},
+               ('GET', '/os-migrations'): {'migrations': [_record('cancelled')]},
+               ('GET', '/servers/id-1/os-instance-actions'): {'instanceActions': []}}
+    backend = _backend_with_clock(monkeypatch, answers)
+    handle = backend.start_move(subject(), moves.LIVE, None, request())
+    status = backend.poll([handle])['id-1']
+    assert status.failed and status.host == 'fake1'
+
+
+def test_suspended_chain_live_step_reports_running(monkeypatch):
+    answers = {('GET', '/servers/detail'): {'servers': []},
+               ('GET', '/os-migrations'): {'migrations': [_record('completed')]}}
+    backend = _backend_with_clock(monkeypatch, answers)
+    handle = backend.start_move(subject(state=states.SUSPENDED), moves.LIVE, None, request())
+    handle.data['step'] = 1         # resumed; the live step is in flight
+    status = backend.poll([handle])['id-1']
+    assert status.done and status.state == states.RUNNING
+
+
+def test_confirm_ends_on_its_record(monkeypatch):
+    answers = {('GET', '/servers/detail'): {'servers': []},
+               ('GET', '/os-migrations'): {'migrations': [_record('finished')]}}
+    backend = _backend_with_clock(monkeypatch, answers)
+    handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
+    handle.data['step'] = 1         # the cold move is done, the confirm was sent
+    assert backend.poll([handle]) == {}
+    answers[('GET', '/os-migrations')]['migrations'] = [_record('confirmed')]
+    status = backend.poll([handle])['id-1']
+    assert status.done and status.host == 'fake3' and status.state == states.STOPPED
