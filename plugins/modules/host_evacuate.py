@@ -63,8 +63,10 @@ options:
     elements: str
   window:
     description:
-      - Most moves in flight at once. Default 2 on OpenStack (Nova's C(max_concurrent_live_migrations) is
-        per source host; more only queue in the compute) and 1 on libvirt.
+      - Most moves in flight at once. Default 2 on OpenStack and 1 on libvirt.
+      - On OpenStack, set it to the source compute's C(max_concurrent_live_migrations) (Nova's default is 1;
+        the API does not show it). More than that only queue in the compute. The default 2 keeps one move
+        queued behind the running one, so the compute does not idle while the module notices a move has ended.
     type: int
   deadline:
     description:
