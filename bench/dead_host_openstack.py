@@ -133,8 +133,8 @@ def give_back(cloud, host):
 
 
 def ours(cloud, host, ids):
-    from ansible_collections.vmops.lifecycle.plugins.module_utils import moves
-    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_moves import OpenStackMoves
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.moves import OpenStackMoves
     watcher = AllActive(cloud, ids, host)
     with OpenStackMoves({'cloud': cloud, 'interface': 'public'}) as backend:
         watcher.start()

@@ -228,8 +228,8 @@ def iso_to_epoch(text):
 
 
 def ours(cloud, servers, source, window=None):
-    from ansible_collections.vmops.lifecycle.plugins.module_utils import moves
-    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_moves import OpenStackMoves
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.moves import OpenStackMoves
     poller = Poller(cloud, servers, source)
     poller.start()
     started = time.monotonic()

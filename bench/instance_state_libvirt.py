@@ -29,9 +29,9 @@ sys.path.insert(0, COLLECTIONS)
 
 import libvirt  # noqa: E402  (after the path set-up, like the collection imports below)
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import (  # noqa: E402
     StateRequest, ensure_state)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import (  # noqa: E402
     LibvirtBackend)
 
 CIRCUIT = [('running', 'stopped'), ('stopped', 'paused'), ('paused', 'suspended'),

@@ -22,9 +22,9 @@ COLLECTIONS = os.path.join(REPO, '.build', 'collections')
 PROBE = os.path.join(REPO, 'tests', 'integration', 'targets', 'setup_nova_probe', 'files', 'nova_probe.py')
 sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import (  # noqa: E402
     StateRequest, ensure_state)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (  # noqa: E402
     OpenStackBackend)
 
 FAKE_CIRCUIT = [('running', 'stopped'), ('stopped', 'running'), ('running', 'paused'), ('paused', 'running'),

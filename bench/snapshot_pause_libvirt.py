@@ -47,9 +47,9 @@ def collection_path():
 
 
 collection_path()
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import LibvirtBackend  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_snapshot import LibvirtSnapshots  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import LibvirtBackend  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import (  # noqa: E402
     SnapshotRequest, ensure_snapshot)
 
 FAST = re.compile(r'F ([0-9]+\.[0-9]+)')

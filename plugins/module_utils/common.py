@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import os
 import sys
 import traceback
 
@@ -21,11 +22,11 @@ from importlib import metadata as importlib_metadata
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_backend, openstack_backend
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import backend as libvirt_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import backend as openstack_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, InvalidRequest, VmopsError)
 
-DEFAULT_LIBVIRT_URI = 'qemu:///system'
 
 # doc fragment vmops.lifecycle.backend
 BACKEND_OPTIONS = dict(
@@ -68,46 +69,74 @@ def module_options(own_options):
     return spec
 
 
-def chosen_backend(params):
-    """Which backend the options point at: `backend`, or with 'auto' the connection options given."""
+# What openstacksdk reads from the environment when no cloud or auth is given (an AWX OpenStack
+# credential sets OS_CLIENT_CONFIG_FILE and OS_CLOUD).
+OPENSTACK_ENVIRONMENT = ('OS_CLOUD', 'OS_CLIENT_CONFIG_FILE', 'OS_AUTH_URL', 'OS_AUTH_TYPE', 'OS_TOKEN')
+
+BACKENDS = {'openstack': openstack_backend, 'libvirt': libvirt_backend}
+
+
+def chosen_backend(params, environ=None):
+    """Which backend the options point at: `backend`, or with 'auto' the connection options given,
+    then the environment (OpenStack credentials as openstacksdk reads them), then libvirt."""
+    environ = os.environ if environ is None else environ
     openstack_given = params.get('cloud') is not None or params.get('auth') is not None
     libvirt_given = params.get('libvirt_uri') is not None
     if params['backend'] == 'auto':
         if openstack_given and libvirt_given:
             raise InvalidRequest('Both libvirt_uri and OpenStack options (cloud/auth) are set; '
                                  'set backend to say which one is meant.')
-        return 'openstack' if openstack_given else 'libvirt'
+        if openstack_given:
+            return 'openstack'
+        if libvirt_given:
+            return 'libvirt'
+        return 'openstack' if any(environ.get(name) for name in OPENSTACK_ENVIRONMENT) else 'libvirt'
     if params['backend'] == 'libvirt' and openstack_given and not libvirt_given:
         raise InvalidRequest('backend=libvirt but only OpenStack options (cloud/auth) are set.')
     return params['backend']
 
 
+def require_library(module, name):
+    """Fail the module with the library's install hint when the chosen backend cannot import it."""
+    package = BACKENDS[name]
+    if not package.HAS_LIBRARY:
+        module.fail_json(msg=missing_required_lib(package.LIBRARY), exception=package.LIBRARY_IMPORT_ERROR)
+
+
+def open_with(module, openers):
+    """The one place a backend is chosen: `openers` maps each backend the module can use to a
+    callable(params) that opens it.  Checks the library first; refuses a backend not offered."""
+    name = chosen_backend(module.params)
+    if name not in openers:
+        raise InvalidRequest('%s works with the %s backend only; this run points at %s.'
+                             % (module._name, ' and '.join(sorted(openers)), name))
+    require_library(module, name)
+    return openers[name](module.params)
+
+
 def open_backend(module):
     """Open the chosen backend's one connection for this run (close it with `with`)."""
-    if chosen_backend(module.params) == 'openstack':
-        if not openstack_backend.HAS_OPENSTACK:
-            module.fail_json(msg=missing_required_lib('openstacksdk'),
-                             exception=openstack_backend.OPENSTACK_IMPORT_ERROR)
-        return openstack_backend.OpenStackBackend(module.params)
-    if not libvirt_backend.HAS_LIBVIRT:
-        module.fail_json(msg=missing_required_lib('libvirt-python'),
-                         exception=libvirt_backend.LIBVIRT_IMPORT_ERROR)
-    return libvirt_backend.LibvirtBackend(module.params['libvirt_uri'] or DEFAULT_LIBVIRT_URI)
+    return open_with(module, {'openstack': openstack_backend.OpenStackBackend,
+                              'libvirt': libvirt_backend.LibvirtBackend.from_params})
 
 
 def backend_model(module):
     """The state model of the chosen backend, available before any connection is made."""
-    if chosen_backend(module.params) == 'openstack':
-        return openstack_backend.MODEL
-    return libvirt_backend.MODEL
+    return BACKENDS[chosen_backend(module.params)].MODEL
 
 
-def converge_request(module, request, validate, ensure):
+def converge_request(module, request, validate, ensure, drivers=None):
     """The tail every module shares: refuse bad input before connecting, open the backend,
-    converge, close, and keep the diff only in diff mode."""
+    converge, close, and keep the diff only in diff mode.
+
+    `drivers` maps a backend name to the family's driver class (a core ABC with `for_request`);
+    it is handed to `ensure` as its fourth argument."""
     validate(backend_model(module), request)
     with open_backend(module) as backend:
-        result = ensure(backend, request, check_mode=module.check_mode)
+        args = (backend, request, module.check_mode)
+        if drivers is not None:
+            args += (drivers[backend.model.name].for_request(backend, request),)
+        result = ensure(*args)
     if not module._diff:
         result.pop('diff')
     return result
@@ -138,7 +167,7 @@ def library_versions():
             versions[distribution] = importlib_metadata.version(distribution)
         except importlib_metadata.PackageNotFoundError:
             versions[distribution] = None
-    if libvirt_backend.HAS_LIBVIRT:
+    if libvirt_backend.HAS_LIBRARY:
         versions['libvirt (C library)'] = libvirt_backend.libvirt.getVersion()
     return versions
 

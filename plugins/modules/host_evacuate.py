@@ -287,18 +287,11 @@ service:
   type: dict
 '''
 
-from ansible.module_utils.basic import missing_required_lib
-
-from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, openstack_backend
-from ansible_collections.vmops.lifecycle.plugins.module_utils.common import chosen_backend, new_module, run_module
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest, VmopsError
-
-try:
-    from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_moves
-except ImportError:     # the libvirt side is optional at import time
-    libvirt_moves = None
-
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_moves import OpenStackMoves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.common import chosen_backend, new_module, open_with, run_module
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import moves as libvirt_moves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.moves import OpenStackMoves
 
 POLICY = dict(type='str', choices=['move', 'skip', 'fail'])
 
@@ -350,19 +343,10 @@ def converge(module):
     if backend_name == 'openstack':
         if params['migration_uri'] is not None or params['migration_bandwidth'] is not None:
             raise InvalidRequest('migration_uri and migration_bandwidth apply to the libvirt backend only.')
-        moves.validate_request(request, 'openstack')
-        if not openstack_backend.HAS_OPENSTACK:
-            module.fail_json(msg=missing_required_lib('openstacksdk'),
-                             exception=openstack_backend.OPENSTACK_IMPORT_ERROR)
-        backend = OpenStackMoves(params)
     else:
-        if libvirt_moves is None:
-            raise InvalidRequest('The libvirt side of host_evacuate is not available in this collection build.')
         libvirt_moves.validate_options(params)
-        moves.validate_request(request, 'libvirt')
-        if not libvirt_moves.HAS_LIBVIRT:
-            module.fail_json(msg=missing_required_lib('libvirt-python'))
-        backend = libvirt_moves.open_backend(params)
+    moves.validate_request(request, backend_name)
+    backend = open_with(module, {'openstack': OpenStackMoves, 'libvirt': libvirt_moves.open_backend})
     with backend:
         try:
             return moves.run(backend, request, check_mode=module.check_mode)

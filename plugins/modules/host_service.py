@@ -119,11 +119,8 @@ api_requests:
   type: int
 '''
 
-from ansible.module_utils.basic import missing_required_lib
-
-from ansible_collections.vmops.lifecycle.plugins.module_utils import openstack_backend
-from ansible_collections.vmops.lifecycle.plugins.module_utils.common import new_module, run_module
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_moves import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.common import new_module, open_with, run_module
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.moves import (
     OpenStackMoves, ensure_service, validate_service_request)
 
 
@@ -144,9 +141,7 @@ def main():
 
 def converge(module):
     validate_service_request(module.params)
-    if not openstack_backend.HAS_OPENSTACK:
-        module.fail_json(msg=missing_required_lib('openstacksdk'), exception=openstack_backend.OPENSTACK_IMPORT_ERROR)
-    with OpenStackMoves(module.params) as backend:
+    with open_with(module, {'openstack': OpenStackMoves}) as backend:
         result = ensure_service(backend, module.params, check_mode=module.check_mode)
     if not module._diff:
         result.pop('diff')

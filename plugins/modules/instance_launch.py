@@ -151,7 +151,7 @@ request_body:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.launch import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.launch import (
     LaunchRequest, ensure_launched, validate_launch_request)
 
 

@@ -177,8 +177,12 @@ rescue:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.rescue import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import (
     RescueRequest, ensure_rescue, validate_rescue_request)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import LibvirtRescuer
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.rescue import OpenStackRescuer
+
+DRIVERS = {'openstack': OpenStackRescuer, 'libvirt': LibvirtRescuer}
 
 
 def main():
@@ -207,7 +211,7 @@ def converge(module):
         rescue_initrd=params['rescue_initrd'], rescue_cmdline=params['rescue_cmdline'],
         rescue_disk_mib=params['rescue_disk_mib'], shutdown_timeout=params['shutdown_timeout'],
         wait=params['wait'], timeout=params['timeout'])
-    return converge_request(module, request, validate_rescue_request, ensure_rescue)
+    return converge_request(module, request, validate_rescue_request, ensure_rescue, DRIVERS)
 
 
 if __name__ == '__main__':

@@ -114,7 +114,7 @@ instance:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.resize import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.resize import (
     ResizeRequest, ensure_flavor, validate_resize_request)
 
 

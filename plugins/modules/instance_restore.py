@@ -169,8 +169,12 @@ timings:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import (
     RestoreRequest, ensure_restored, validate_restore_request)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.restore import LibvirtRestorer
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.restore import OpenStackRestorer
+
+DRIVERS = {'openstack': OpenStackRestorer, 'libvirt': LibvirtRestorer}
 
 
 def main():
@@ -202,7 +206,7 @@ def converge(module):
         allow_other_instance=params['allow_other_instance'], availability_zone=params['availability_zone'],
         backup_dir=params['backup_dir'], shutdown_timeout=params['shutdown_timeout'],
         wait=params['wait'], timeout=params['timeout'])
-    return converge_request(module, request, validate_restore_request, ensure_restored)
+    return converge_request(module, request, validate_restore_request, ensure_restored, DRIVERS)
 
 
 if __name__ == '__main__':

@@ -207,10 +207,12 @@ instance:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_snapshot import LibvirtSnapshots
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_snapshot import OpenStackSnapshots
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import OpenStackSnapshots
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import (
     DEFAULT_BACKUP_DIR, SnapshotRequest, ensure_snapshot, validate_snapshot_request)
+
+DRIVERS = {'openstack': OpenStackSnapshots, 'libvirt': LibvirtSnapshots}
 
 
 def main():
@@ -234,14 +236,10 @@ def main():
 def converge(module):
     params = module.params
     request = SnapshotRequest(**dict((field, params[field]) for field in SnapshotRequest._fields))
-    return converge_request(module, request, validate_snapshot_request, ensure_with_driver)
+    return converge_request(module, request, validate_snapshot_request, ensure_with_driver, DRIVERS)
 
 
-def ensure_with_driver(backend, request, check_mode=False):
-    if backend.model.name == 'openstack':
-        driver = OpenStackSnapshots(backend)
-    else:
-        driver = LibvirtSnapshots(backend, request.backup_dir)
+def ensure_with_driver(backend, request, check_mode, driver):
     try:
         return ensure_snapshot(driver, request, check_mode=check_mode)
     finally:

@@ -225,7 +225,7 @@ instance:
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import (
     StateRequest, ensure_state, validate_request)
 
 

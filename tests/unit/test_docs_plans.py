@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import UnreachableState
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
-from ansible_collections.vmops.lifecycle.plugins.module_utils.planner import plan_path
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import UnreachableState
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.planner import plan_path
 
 DOC = os.path.join(os.path.dirname(__file__), '..', '..', 'docs', 'instance_state.md')
 ROWS = ['running', 'stopped', 'paused', 'suspended', 'absent', 'error']

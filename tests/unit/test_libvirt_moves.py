@@ -18,8 +18,9 @@ import pytest
 
 libvirt = pytest.importorskip('libvirt')
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_moves, moves, states  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import moves as libvirt_moves  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (  # noqa: E402
     BackendError, InvalidRequest, VmopsError)
 
 SRC, DST, MIG = 'qemu+unix:///system?socket=/h3', 'qemu+unix:///system?socket=/h4', 'qemu+tcp://10.0.0.4/system'

@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest, VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest, VmopsError
 
 
 class FakeClock(object):

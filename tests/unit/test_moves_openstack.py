@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip('openstack')
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils import openstack_moves as om  # noqa: E402
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import moves as om  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest  # noqa: E402
 
 
 class Response(object):

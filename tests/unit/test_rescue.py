@@ -11,12 +11,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_rescue, states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import rescue as libvirt_rescue
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.rescue import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import (
     RescueRequest, RescueStatus, ensure_rescue, validate_rescue_request)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import (
     InstanceStatus, RestoreRequest, ensure_restored, validate_restore_request)
 
 

@@ -10,12 +10,12 @@ import datetime
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import snapshot as core
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import snapshot as core
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, InstanceNotFound, InvalidRequest)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK
 
 
 def req(**overrides):

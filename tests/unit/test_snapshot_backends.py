@@ -9,8 +9,9 @@ __metaclass__ = type
 import json
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import libvirt_snapshot, openstack_snapshot
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import snapshot as libvirt_snapshot
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import snapshot as openstack_snapshot
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK
 
 DOMAIN = """
 <domain type='qemu'>

@@ -7,14 +7,14 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Backend, Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import (
     REBOOTED, StateRequest, ensure_state)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceFailed, InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, WaitTimeout)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK_MODEL
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK_MODEL
 
 
 class FakeClock(object):

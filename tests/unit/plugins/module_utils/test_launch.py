@@ -7,10 +7,10 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.launch import LaunchRequest, validate_launch_request
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.launch import LaunchRequest, validate_launch_request
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK
 
 
 def launch(**overrides):

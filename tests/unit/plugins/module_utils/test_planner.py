@@ -9,11 +9,11 @@ import itertools
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import UnreachableState
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
-from ansible_collections.vmops.lifecycle.plugins.module_utils.planner import plan_path
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import UnreachableState
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.planner import plan_path
 
 BACKENDS = [LIBVIRT, OPENSTACK]
 

@@ -7,11 +7,11 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import MODEL as LIBVIRT
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import MODEL as OPENSTACK
-from ansible_collections.vmops.lifecycle.plugins.module_utils.resize import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.resize import (
     ResizeRequest, ensure_flavor, plan_resize, validate_resize_request)
 
 SMALL = {'id': 'f2', 'name': 'vmops.small'}

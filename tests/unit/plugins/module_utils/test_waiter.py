@@ -7,8 +7,8 @@ __metaclass__ = type
 
 import pytest
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InstanceFailed, WaitTimeout
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceFailed, WaitTimeout
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 
 class FakeClock(object):

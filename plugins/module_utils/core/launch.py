@@ -14,10 +14,10 @@ __metaclass__ = type
 
 import collections
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InstanceFailed, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceFailed, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 LaunchRequest = collections.namedtuple(
     'LaunchRequest', 'name image snapshot volume boot_volume_size delete_volume_on_termination flavor '

@@ -35,9 +35,10 @@ import calendar
 import time
 from email.utils import parsedate_tz, mktime_tz
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     OpenStackBackend, observation_from_server, sdk_exceptions, _sdk_message)
 
 MOVES_MICROVERSION = '2.84'

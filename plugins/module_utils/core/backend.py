@@ -7,6 +7,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 
 # What a backend reads about one instance, in the core's words.
@@ -31,7 +32,7 @@ def describe(observation):
     return text
 
 
-class Backend(object):
+class Backend(abc.ABC):
     """Base class of a backend.  One instance per module run: open in __init__, close() at the end.
 
     Subclasses set `model` (a states.BackendModel) and implement:
@@ -60,14 +61,18 @@ class Backend(object):
         """API requests sent so far in this run, if the backend counts them (else None)."""
         return None
 
+    @abc.abstractmethod
     def find(self, identifier):
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def observe(self, ref):
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def perform(self, ref, verb, options=None):
-        raise NotImplementedError
+        """See the class docstring."""
 
+    @abc.abstractmethod
     def location(self):
-        raise NotImplementedError
+        """See the class docstring."""

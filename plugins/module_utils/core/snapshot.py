@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Snapshots of instances, whatever the backend: validation, naming, series and retention.
 
-A backend-specific snapshot driver (openstack_snapshot.OpenStackSnapshots,
-libvirt_snapshot.LibvirtSnapshots) implements the few verbs below; `ensure_snapshot` does the
+A backend-specific snapshot driver (openstack/snapshot.py, libvirt/snapshot.py: SnapshotDriver
+below) implements the few verbs below; `ensure_snapshot` does the
 rest the same way for both:
 
   find_instance(identifier)            -> ref or None
@@ -29,13 +29,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 import datetime
 import re
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InstanceNotFound, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceNotFound, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
 
 SnapshotRequest = collections.namedtuple(
     'SnapshotRequest', 'instance state name series retention include_volumes quiesce metadata backup_dir '
@@ -48,6 +49,59 @@ RESERVED_PREFIX = 'vmops_'
 DEFAULT_BACKUP_DIR = '/var/lib/libvirt/images/vmops-backups'
 
 KINDS = ('image', 'volume_backed', 'libvirt_backup', 'libvirt_internal')
+
+
+class SnapshotDriver(abc.ABC):
+    """The backend half of instance_snapshot; the verbs are described in this file's docstring."""
+
+    model = None
+
+    @classmethod
+    def for_request(cls, backend, request):     # pylint: disable=unused-argument
+        """The driver for this run (over the backend's one connection)."""
+        return cls(backend)
+
+    @abc.abstractmethod
+    def find_instance(self, identifier):
+        """ref or None."""
+
+    @abc.abstractmethod
+    def observe(self, ref):
+        """The backend's Observation of the instance."""
+
+    @abc.abstractmethod
+    def get(self, ref, identifier, name):
+        """The snapshot record of that name, or None."""
+
+    @abc.abstractmethod
+    def series(self, ref, identifier, series):
+        """Complete snapshots of the series, oldest first."""
+
+    @abc.abstractmethod
+    def plan(self, ref, request):
+        """What a create would take: {kind, quiesced, contains}."""
+
+    @abc.abstractmethod
+    def create(self, ref, request, name, deadline):
+        """(record, timings): a verified, complete snapshot."""
+
+    @abc.abstractmethod
+    def delete(self, record, deadline):
+        """Remove a snapshot and everything it holds."""
+
+    @abc.abstractmethod
+    def incomplete(self, ref, identifier, name):
+        """Leftovers of an earlier failed run under that name."""
+
+    @abc.abstractmethod
+    def location(self):
+        """Where the backend points, for messages."""
+
+    def request_count(self):
+        return None
+
+    def close(self):
+        """Release what the driver opened."""
 
 
 def now_utc():

@@ -14,7 +14,7 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InstanceFailed, WaitTimeout
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceFailed, WaitTimeout
 
 
 class Deadline(object):

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Moving every instance off a host (drain, evacuate): the backend-neutral core.
 
-Deviations from / extensions of /tmp/vmops-contracts.md (the interface both backends implement):
-  * MoveBackend also has `get_service(host)` / `set_service(host, ...)` (None on a backend without a
+The interface both backends implement is MoveBackend below; beyond the plain verbs:
+  * MoveBackend has `get_service(host)` / `set_service(host, ...)` (None on a backend without a
     compute-service notion, e.g. libvirt: the core then neither disables nor restores anything),
     `adopt(subject)` (resume a move found in flight by a rerun) and `request_count()`.
   * plan_move returns a `Decision(move, reason, note)`; `policy_decision()` here is the neutral policy
@@ -42,12 +42,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 import json
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import InvalidRequest, VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
 
 # One instance found on the host.
 #   id, name: UUID and name; state: a states.* name; task: None when settled, else what it is busy with
@@ -115,14 +116,15 @@ class MoveHandle(object):
         self.attempts = []           # moves tried before this one (e.g. ['live'] before a cold fallback)
 
 
-class MoveBackend(object):
-    """The interface the core drives.  OpenStack: openstack_moves.py; libvirt: libvirt_moves.py."""
+class MoveBackend(abc.ABC):
+    """The interface the core drives.  OpenStack: openstack/moves.py; libvirt: libvirt/moves.py."""
 
     name = None
     default_window = 1
 
+    @abc.abstractmethod
     def location(self):
-        raise NotImplementedError
+        """See the module docstring."""
 
     def request_count(self):
         return None
@@ -136,31 +138,33 @@ class MoveBackend(object):
         """Change the service (None = leave that part alone); returns the service dict after."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def list_on_host(self, host):
         """[MoveSubject] on `host`, including instances whose move off it is in flight."""
-        raise NotImplementedError
 
     def plan_move(self, subject, request):
         """Decision for one subject (start from policy_decision(subject, request))."""
         return policy_decision(subject, request)
 
+    @abc.abstractmethod
     def start_move(self, subject, move, target_host, options):
         """Send the move; returns a MoveHandle.  Raise errors.BackendError when refused."""
-        raise NotImplementedError
 
     def adopt(self, subject):
         """A MoveHandle for a move already in flight (found by a rerun), or None if there is none."""
         return None
 
+    @abc.abstractmethod
     def poll(self, handles):
         """ONE shared read for all handles: {handle.id: MoveStatus}.  A missing id means no news."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def abort(self, handle):
-        raise NotImplementedError
+        """See the module docstring."""
 
+    @abc.abstractmethod
     def force_complete(self, handle):
-        raise NotImplementedError
+        """See the module docstring."""
 
     def finish(self, handle, status):
         """Settle a done move (confirm a cold move, restore the power state, unlock); returns the final

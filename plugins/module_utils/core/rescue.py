@@ -14,12 +14,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
 
 RESCUED = 'rescued'
 UNRESCUED = 'unrescued'
@@ -68,13 +69,37 @@ def validate_rescue_request(model, request):
         raise InvalidRequest('shutdown_timeout must be a positive number of seconds.')
 
 
-def rescuer_for(backend):
-    """The backend-specific half of the rescue (imported late: each needs only its own library)."""
-    if backend.model.name == 'openstack':
-        from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_rescue import OpenStackRescuer
-        return OpenStackRescuer(backend)
-    from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_rescue import LibvirtRescuer
-    return LibvirtRescuer(backend)
+class Rescuer(abc.ABC):
+    """The backend half of instance_rescue (openstack/rescue.py, libvirt/rescue.py)."""
+
+    @classmethod
+    def for_request(cls, backend, request):     # pylint: disable=unused-argument
+        """The driver for this run (over the backend's one connection)."""
+        return cls(backend)
+
+    @abc.abstractmethod
+    def settled(self, ref, deadline):
+        """RescueStatus once the instance is not busy (waits within deadline)."""
+
+    @abc.abstractmethod
+    def safe_status(self, ref):
+        """RescueStatus, or None when it cannot be read (used while reporting a failure)."""
+
+    @abc.abstractmethod
+    def prepare(self, ref, status, request):
+        """What the rescue needs (names resolved, checks done); InvalidRequest when it cannot be done."""
+
+    @abc.abstractmethod
+    def check_unrescuable(self, ref, status):
+        """InvalidRequest when the rescued instance cannot be unrescued as it is."""
+
+    @abc.abstractmethod
+    def rescue(self, ref, status, prepared, request, deadline):
+        """Rescue; returns the RescueStatus after (the rescue guest runs)."""
+
+    @abc.abstractmethod
+    def unrescue(self, ref, status, request, deadline):
+        """Unrescue; returns the RescueStatus after."""
 
 
 def ensure_rescue(backend, request, check_mode=False, rescuer=None):
@@ -88,7 +113,6 @@ def ensure_rescue(backend, request, check_mode=False, rescuer=None):
       unrescue(ref, status, request, deadline) -> RescueStatus after
     """
     validate_rescue_request(backend.model, request)
-    rescuer = rescuer or rescuer_for(backend)
     deadline = Deadline(request.timeout)
     ref = backend.find(request.identifier)
     if ref is None:

@@ -21,13 +21,13 @@ __metaclass__ = type
 import json
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     _looks_like_uuid, _sdk_message, sdk_exceptions)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import iso_utc, now_utc
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import SnapshotDriver, iso_utc, now_utc
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 GIB = 1024 ** 3
 CINDER_MICROVERSION = '3.40'
@@ -51,7 +51,7 @@ def _json(text, default):
         return default
 
 
-class OpenStackSnapshots(object):
+class OpenStackSnapshots(SnapshotDriver):
     """instance_snapshot's driver for the OpenStack backend (see snapshot.py for the verbs)."""
 
     def __init__(self, backend):

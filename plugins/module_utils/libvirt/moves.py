@@ -39,10 +39,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import moves, states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, ConnectionFailed, InvalidRequest)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import (
     HAS_LIBVIRT, _interpret, libvirt)
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120

@@ -15,14 +15,14 @@ __metaclass__ = type
 
 import json
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, ConnectionFailed, InvalidRequest)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     observation_from_server, sdk_exceptions, _sdk_message)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.rescue import RescueStatus
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueStatus, Rescuer
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
 RESCUE_MICROVERSION = '2.87'
 BFV_TRAIT = 'COMPUTE_RESCUE_BFV'
@@ -30,7 +30,7 @@ RESCUE_PROPERTIES = ('hw_rescue_bus', 'hw_rescue_device')
 RESCUABLE = (states.RUNNING, states.STOPPED, states.ERROR)
 
 
-class OpenStackRescuer(object):
+class OpenStackRescuer(Rescuer):
 
     def __init__(self, backend):
         self.backend = backend

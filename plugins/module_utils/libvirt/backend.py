@@ -7,22 +7,27 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import threading
 import traceback
 import uuid
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Backend, Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, ConnectionFailed
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, ConnectionFailed
 
-LIBVIRT_IMPORT_ERROR = None
+LIBRARY_IMPORT_ERROR = None
 try:
     import libvirt
 except ImportError:
     libvirt = None
-    LIBVIRT_IMPORT_ERROR = traceback.format_exc()
+    LIBRARY_IMPORT_ERROR = traceback.format_exc()
 
-HAS_LIBVIRT = libvirt is not None
+LIBRARY = 'libvirt-python'
+HAS_LIBRARY = libvirt is not None
+HAS_LIBVIRT = HAS_LIBRARY
+# Where a run connects when neither libvirt_uri nor LIBVIRT_DEFAULT_URI says.
+DEFAULT_URI = 'qemu:///system'
 
 t = states.transition
 MODEL = states.BackendModel('libvirt', (
@@ -89,6 +94,11 @@ def _start_event_loop():
 
 class LibvirtBackend(Backend):
     model = MODEL
+
+    @classmethod
+    def from_params(cls, params):
+        """The backend for the module options: libvirt_uri, else LIBVIRT_DEFAULT_URI as libvirt reads it."""
+        return cls(params.get('libvirt_uri') or os.environ.get('LIBVIRT_DEFAULT_URI') or DEFAULT_URI)
 
     def __init__(self, uri):
         self.uri = uri

@@ -15,16 +15,17 @@ __metaclass__ = type
 
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import launch, states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_backend import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import launch
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     _looks_like_uuid, observation_from_server, sdk_exceptions, _sdk_message)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_rescue import is_volume_backed
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_snapshot import OpenStackSnapshots
-from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import (
-    RESTORED_FROM_KEY, InstanceStatus, PowerAfterRestore)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import newest_in_series
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.rescue import is_volume_backed
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import OpenStackSnapshots
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import (
+    RESTORED_FROM_KEY, InstanceStatus, Restorer)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import newest_in_series
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
 REBUILDABLE = (states.RUNNING, states.STOPPED, states.ERROR)
 # Set on a relaunched server: the ID of the server it replaces, so that the snapshots of that one
@@ -32,7 +33,7 @@ REBUILDABLE = (states.RUNNING, states.STOPPED, states.ERROR)
 LINEAGE_KEY = 'vmops_relaunched_from'
 
 
-class OpenStackRestorer(PowerAfterRestore):
+class OpenStackRestorer(Restorer):
 
     def __init__(self, backend):
         self.backend = backend

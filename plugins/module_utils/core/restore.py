@@ -9,21 +9,23 @@ flavor, networks and metadata recorded at snapshot time.  libvirt: copy the back
 back over the domain's disks (or define the domain again from the backup when it is gone).
 
 This file holds what both share: the request, its validation, the choice of the snapshot, the
-plan, check mode, the diff and the result.  The backend halves are openstack_restore.py and
-libvirt_restore.py; each implements the "restorer" verbs used below.
+plan, check mode, the diff and the result.  The backend halves are openstack/restore.py and
+libvirt/restore.py; each implements the "restorer" verbs used below.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import StateRequest, ensure_state
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import DEFAULT_BACKUP_DIR, public
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, public
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
 
 RESTORED_FROM_KEY = 'vmops_restored_from'
 POWER_STATES = ('keep', 'running', 'stopped')
@@ -64,14 +66,6 @@ def validate_restore_request(model, request):
         raise InvalidRequest('backup_dir must be an absolute path on the hypervisor host.')
 
 
-def restorer_for(backend, request):
-    if backend.model.name == 'openstack':
-        from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack_restore import OpenStackRestorer
-        return OpenStackRestorer(backend)
-    from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_restore import LibvirtRestorer
-    return LibvirtRestorer(backend, request.backup_dir or DEFAULT_BACKUP_DIR)
-
-
 def ensure_restored(backend, request, check_mode=False, restorer=None):
     """Converge one instance to "restored from this snapshot"; returns the module result.
 
@@ -87,7 +81,6 @@ def ensure_restored(backend, request, check_mode=False, restorer=None):
       close()
     """
     validate_restore_request(backend.model, request)
-    restorer = restorer or restorer_for(backend, request)
     try:
         return _ensure(backend, restorer, request, check_mode)
     finally:
@@ -194,10 +187,54 @@ def _instance(backend, restorer, before, after, plan, action, deadline, check_mo
     return instance
 
 
-class PowerAfterRestore(object):
-    """power_state handling shared by the restorers: the engine's graceful plan to running or stopped."""
+class Restorer(abc.ABC):
+    """The backend half of instance_restore (openstack/restore.py, libvirt/restore.py), with the
+    power_state handling both share: the engine's graceful plan to running or stopped."""
 
     backend = None
+
+    @classmethod
+    def for_request(cls, backend, request):     # pylint: disable=unused-argument
+        """The driver for this run (over the backend's one connection)."""
+        return cls(backend)
+
+    @abc.abstractmethod
+    def find(self, identifier):
+        """ref or None."""
+
+    @abc.abstractmethod
+    def status(self, ref):
+        """InstanceStatus (read-only)."""
+
+    @abc.abstractmethod
+    def snapshot(self, ref, request):
+        """The snapshot record (InvalidRequest: unknown, not verified)."""
+
+    @abc.abstractmethod
+    def owner(self, record):
+        """The instance ID the snapshot was taken of (None: unknown)."""
+
+    @abc.abstractmethod
+    def plan_restore(self, ref, before, record, request):
+        """dict; refuses what cannot be done; reads only."""
+
+    @abc.abstractmethod
+    def restore(self, ref, before, record, plan, request, deadline):
+        """(InstanceStatus after, timings)."""
+
+    @abc.abstractmethod
+    def plan_relaunch(self, record, request):
+        """dict; reads only."""
+
+    @abc.abstractmethod
+    def relaunch(self, record, plan, request, deadline):
+        """(InstanceStatus after, timings)."""
+
+    def request_count(self):
+        return None
+
+    def close(self):
+        """Release what the driver opened (the backend's connection is closed by its owner)."""
 
     def wanted_power(self, state_before, request):
         """The power state wanted after the restore: None to leave it as the restore leaves it."""
@@ -218,7 +255,6 @@ class PowerAfterRestore(object):
 
     def set_power(self, identifier, wanted, request, deadline):
         """Bring the instance to running or stopped through the engine (graceful, waited on)."""
-        from ansible_collections.vmops.lifecycle.plugins.module_utils.engine import StateRequest, ensure_state
         remaining = max(1, int(deadline.remaining()))
         return ensure_state(self.backend, StateRequest(
             identifier=identifier, wanted=wanted, hard=False, reboot_type=None, shutdown_timeout=None,

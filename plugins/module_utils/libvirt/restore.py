@@ -25,16 +25,16 @@ import json
 import time
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_rescue import RESCUE_NS, power_off
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_snapshot import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import RESCUE_NS, power_off
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import (
     DOMAIN_XML, MANIFEST, LibvirtSnapshots)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.restore import InstanceStatus, PowerAfterRestore
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import newest_in_series
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import InstanceStatus, Restorer
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, newest_in_series
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
 RESTORE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/restore/1'
 RESTORE_PREFIX = 'vmopsrestore'
@@ -44,7 +44,11 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
-class LibvirtRestorer(PowerAfterRestore):
+class LibvirtRestorer(Restorer):
+
+    @classmethod
+    def for_request(cls, backend, request):
+        return cls(backend, request.backup_dir or DEFAULT_BACKUP_DIR)
 
     def __init__(self, backend, backup_dir):
         self.backend = backend

@@ -14,11 +14,11 @@ __metaclass__ = type
 import collections
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 # flavor:  wanted flavor name or ID (None with revert)
 # finish:  'confirm' (resize and confirm), 'keep' (leave the resize waiting for a verdict),

@@ -29,11 +29,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.snapshot import iso_utc, now_utc
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, SnapshotDriver, iso_utc, now_utc
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
 MANIFEST = 'manifest.json'
 DOMAIN_XML = 'domain.xml'
@@ -202,8 +202,12 @@ def _recorded(dom, tree):
             'boot': 'image'}
 
 
-class LibvirtSnapshots(object):
+class LibvirtSnapshots(SnapshotDriver):
     """instance_snapshot's driver for the libvirt backend (see snapshot.py for the verbs)."""
+
+    @classmethod
+    def for_request(cls, backend, request):
+        return cls(backend, request.backup_dir or DEFAULT_BACKUP_DIR)
 
     def __init__(self, backend, backup_dir):
         self.backend = backend

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import collections
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import UnreachableState
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import UnreachableState
 
 
 def plan_path(model, current, wanted, hard=False):

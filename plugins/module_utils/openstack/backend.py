@@ -15,21 +15,22 @@ __metaclass__ = type
 import traceback
 import uuid
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import Backend, Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, ConnectionFailed, InvalidRequest)
 
-OPENSTACK_IMPORT_ERROR = None
+LIBRARY_IMPORT_ERROR = None
 try:
     import openstack
     from openstack import exceptions as sdk_exceptions
 except ImportError:
     openstack = None
     sdk_exceptions = None
-    OPENSTACK_IMPORT_ERROR = traceback.format_exc()
+    LIBRARY_IMPORT_ERROR = traceback.format_exc()
 
-HAS_OPENSTACK = openstack is not None
+LIBRARY = 'openstacksdk'
+HAS_LIBRARY = openstack is not None
 
 # 2.73: lock with a reason, and locked_reason in the server body.  Zed (the oldest cloud we test)
 # offers up to 2.93.

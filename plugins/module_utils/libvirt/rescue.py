@@ -27,13 +27,13 @@ import datetime
 import string
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt_backend import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.rescue import RescueStatus
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueStatus, Rescuer
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 RESCUE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/rescue/1'
 RESCUE_PREFIX = 'vmopsrescue'
@@ -46,7 +46,7 @@ def _tag(name):
     return '{%s}%s' % (RESCUE_NS, name)
 
 
-class LibvirtRescuer(object):
+class LibvirtRescuer(Rescuer):
 
     def __init__(self, backend):
         self.backend = backend

@@ -14,12 +14,12 @@ __metaclass__ = type
 import collections
 import time
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.errors import (
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.planner import plan_path
-from ansible_collections.vmops.lifecycle.plugins.module_utils.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.planner import plan_path
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 # Not a state: "be running, and reboot even if already running".
 REBOOTED = 'rebooted'
