@@ -54,6 +54,9 @@ options:
   api_timeout:
     description:
       - Seconds an individual API request may take.
+      - When no O(cloud) or O(auth) is given, openstacksdk reads the environment (E(OS_CLOUD),
+        E(OS_CLIENT_CONFIG_FILE), E(OS_AUTH_URL) ...) as openstack.cloud does, and with
+        O(backend=auto) those variables select the OpenStack backend.
     type: int
   interface:
     description:
@@ -62,6 +65,17 @@ options:
     choices: [admin, internal, public]
     default: public
     aliases: [endpoint_type]
+  sdk_log_path:
+    description:
+      - Path of a file that openstacksdk logs to. Request bodies that carry secrets (tokens,
+        passwords) are logged by the SDK at V(DEBUG); keep that file private.
+    type: str
+  sdk_log_level:
+    description:
+      - Level of openstacksdk's log in O(sdk_log_path).
+    type: str
+    choices: [INFO, DEBUG]
+    default: INFO
 requirements:
   - openstacksdk >= 1.0 on the host that runs the module, for the OpenStack backend
 '''

@@ -25,4 +25,17 @@ options:
         fault message.
     type: int
     default: 180
+  retry_budget:
+    description:
+      - Seconds one API request (OpenStack) or one libvirt call keeps being retried when it meets a
+        transient failure, within O(timeout).
+      - "Transient: connection errors and resets, a restarted libvirtd, HTTP 502, 503, 504 and 429
+        (its Retry-After is honoured). Retries back off exponentially with jitter, from 0.5 s up to 8 s."
+      - Reads are always retried. An action is sent again only when it provably did not reach the
+        service, or when a fresh read shows it did not take effect; it is never applied twice.
+      - For M(vmops.lifecycle.host_evacuate), also how long the shared progress read may keep failing
+        before the run ends; it then reports every instance (moved, failed, still in flight, not started).
+      - V(0) turns retries off.
+    type: int
+    default: 60
 '''

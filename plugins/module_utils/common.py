@@ -51,12 +51,15 @@ OPENSTACK_OPTIONS = dict(
     api_timeout=dict(type='int'),
     interface=dict(type='str', default='public', choices=['admin', 'internal', 'public'],
                    aliases=['endpoint_type']),
+    sdk_log_path=dict(type='str'),
+    sdk_log_level=dict(type='str', default='INFO', choices=['INFO', 'DEBUG']),
 )
 
 # doc fragment vmops.lifecycle.wait
 WAIT_OPTIONS = dict(
     wait=dict(type='bool', default=True),
     timeout=dict(type='int', default=180),
+    retry_budget=dict(type='int', default=60),
 )
 
 
