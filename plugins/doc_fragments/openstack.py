@@ -17,6 +17,9 @@ options:
       - Name of a cloud in C(clouds.yaml), or a dict holding a whole cloud configuration
         (as one entry of C(clouds.yaml) would).
       - Not needed when O(auth) or the C(OS_*) environment variables are set.
+      - When no O(cloud) or O(auth) is given, openstacksdk reads the environment (E(OS_CLOUD),
+        E(OS_CLIENT_CONFIG_FILE), E(OS_AUTH_URL) ...) as openstack.cloud does, and with
+        O(backend=auto) those variables select the OpenStack backend.
     type: raw
   auth:
     description:
@@ -54,9 +57,6 @@ options:
   api_timeout:
     description:
       - Seconds an individual API request may take.
-      - When no O(cloud) or O(auth) is given, openstacksdk reads the environment (E(OS_CLOUD),
-        E(OS_CLIENT_CONFIG_FILE), E(OS_AUTH_URL) ...) as openstack.cloud does, and with
-        O(backend=auto) those variables select the OpenStack backend.
     type: int
   interface:
     description:
