@@ -51,3 +51,33 @@ class InstanceFailed(VmopsError):
 
 class BackendError(VmopsError):
     """The hypervisor or cloud refused or failed an operation."""
+
+
+class RequestFailed(BackendError):
+    """A request the service refused, or that could not be completed.
+
+    `details` (the contract in docs/architecture.md): `service` (compute, placement, image,
+    block_storage, network, identity, libvirt), `method`, `path` (no query string, no secrets),
+    `http_status` (None when no answer came), `service_message` (the service's own text),
+    `attempts`, and `sent`: `no` (provably never reached the service), `maybe` or `yes`.
+    """
+
+    @property
+    def http_status(self):
+        return self.details.get('http_status')
+
+    @property
+    def sent(self):
+        return self.details.get('sent')
+
+    @property
+    def service(self):
+        return self.details.get('service')
+
+
+class ResourceNotFound(RequestFailed):
+    """HTTP 404, or libvirt's "no such domain"."""
+
+
+class ServiceUnavailable(RequestFailed):
+    """Transient failures kept coming until the retry budget ran out."""
