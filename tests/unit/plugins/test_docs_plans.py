@@ -14,7 +14,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL as LIBVIRT
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.planner import plan_path
 
-DOC = os.path.join(os.path.dirname(__file__), '..', '..', 'docs', 'instance_state.md')
+DOC = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'docs', 'instance_state.md')
 ROWS = ['running', 'stopped', 'paused', 'suspended', 'absent', 'error']
 COLUMNS = ['running', 'stopped', 'paused', 'suspended', 'absent']
 

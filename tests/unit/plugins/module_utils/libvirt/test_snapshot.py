@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+"""The parts of the libvirt snapshot driver that read what the hypervisor returned: which disks a
+backup takes, and whether a guest agent can freeze."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import xml.etree.ElementTree as ET
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import snapshot as libvirt_snapshot
+
+DOMAIN = """
+<domain type='qemu'>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/><source file='/var/lib/libvirt/images/a.qcow2'/><target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/><source protocol='rbd' name='volumes/volume-1'/><target dev='vdb' bus='virtio'/>
+    </disk>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/><source file='/iso/x.iso'/><target dev='sda' bus='sata'/><readonly/>
+    </disk>
+    <disk type='file' device='cdrom'><target dev='sdb' bus='sata'/></disk>
+    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw'/><source dev='/dev/vg/ro'/><target dev='vdc' bus='virtio'/><readonly/>
+    </disk>
+    %s
+  </devices>
+</domain>
+"""
+AGENT = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='%s'/></channel>"
+
+
+def test_every_real_disk_is_backed_up_and_only_those():
+    disks = libvirt_snapshot._disks(ET.fromstring(DOMAIN % ''))
+    assert disks == [
+        ('vda', '/var/lib/libvirt/images/a.qcow2', 'qcow2', True),
+        ('vdb', 'rbd:volumes/volume-1', 'raw', True),
+        ('sda', '/iso/x.iso', 'raw', False),
+        ('vdc', '/dev/vg/ro', 'raw', False),
+    ]
+
+
+def test_guest_agent_detection():
+    assert libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'connected')))
+    assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'disconnected')))
+    assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % ''))
