@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Make the collection importable as ansible_collections.vmops.lifecycle from a plain checkout.
+"""Make the collection importable as ansible_collections.vmops.lifecycle from a plain checkout, and
+offer the shared fakes (tests/unit/fakes.py) as fixtures.
 
 ansible-test does this by running from an ansible_collections/vmops/lifecycle tree; plain
 `pytest tests/unit` from the checkout gets the same layout through a symlink in a temp dir.
@@ -12,6 +13,8 @@ __metaclass__ = type
 import os
 import sys
 import tempfile
+
+import pytest
 
 COLLECTION_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 
@@ -27,3 +30,11 @@ def _collection_parent():
 
 
 sys.path.insert(0, _collection_parent())
+
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock  # noqa: E402
+
+
+@pytest.fixture
+def clock():
+    """A fresh fake clock (tests/unit/fakes.py): time moves only when the code under test sleeps."""
+    return FakeClock()

@@ -15,17 +15,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import
     InstanceFailed, InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, WaitTimeout)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import MODEL
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import MODEL as OPENSTACK_MODEL
-
-
-class FakeClock(object):
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock
 
 
 class FakeBackend(Backend):

@@ -14,20 +14,6 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest, VmopsError
 
 
-class FakeClock(object):
-    def __init__(self):
-        self.now = 1000.0
-
-    def monotonic(self):
-        return self.now
-
-    def wall(self):
-        return 1700000000.0 + self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 class FakeCloud(moves.MoveBackend):
     """Instances with a host and a state; a move takes `durations[id]` seconds of fake time."""
 
@@ -158,11 +144,6 @@ def run(cloud, clock, check_mode=False, **options):
     options.setdefault('host', 'src')
     return moves.run(cloud, moves.MoveRequest(**options), check_mode=check_mode,
                      clock=moves._Clock(clock.monotonic, clock.sleep, clock.wall))
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 def test_window_never_exceeds_k_and_is_refilled(clock):

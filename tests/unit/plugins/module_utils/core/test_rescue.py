@@ -11,23 +11,9 @@ import pytest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceLocked, InstanceNotFound, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import (
-    RescueRequest, RescueStatus, ensure_rescue, validate_rescue_request)
-
-
-class Model(object):
-    def __init__(self, name):
-        self.name = name
-
-
-LIBVIRT, OPENSTACK = Model('libvirt'), Model('openstack')
-
-
-def rescue_request(**changes):
-    base = dict(identifier='web1', wanted='rescued', rescue_image=None, admin_password=None, rescue_kernel=None,
-                rescue_initrd=None, rescue_cmdline=None, rescue_disk_mib=None, shutdown_timeout=None, wait=True,
-                timeout=60)
-    base.update(changes)
-    return RescueRequest(**base)
+    RescueStatus, ensure_rescue, validate_rescue_request)
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import (
+    NAMED_LIBVIRT as LIBVIRT, NAMED_OPENSTACK as OPENSTACK, FinderBackend, rescue_request)
 
 
 @pytest.mark.parametrize('model, changes, message', [
@@ -45,21 +31,6 @@ def test_rescue_bad_input(model, changes, message):
     with pytest.raises(InvalidRequest) as raised:
         validate_rescue_request(model, rescue_request(**changes))
     assert message in raised.value.msg
-
-
-class Backend(object):
-    def __init__(self, model, exists=True):
-        self.model = model
-        self.exists = exists
-
-    def find(self, identifier):
-        return identifier if self.exists else None
-
-    def location(self):
-        return 'test://'
-
-    def request_count(self):
-        return None
 
 
 class FakeRescuer(object):
@@ -102,24 +73,24 @@ class FakeRescuer(object):
 
 def test_rescue_check_mode_plans_and_touches_nothing():
     rescuer = FakeRescuer()
-    result = ensure_rescue(Backend(LIBVIRT), rescue_request(), check_mode=True, rescuer=rescuer)
+    result = ensure_rescue(FinderBackend(LIBVIRT), rescue_request(), check_mode=True, rescuer=rescuer)
     assert result['changed'] and result['instance']['plan'] == ['rescue'] and rescuer.actions == []
     assert result['rescue']['planned'] and result['diff'] == {'before': {'rescued': False}, 'after': {'rescued': True}}
 
 
 def test_rescue_apply_then_repeat_is_unchanged():
     rescuer = FakeRescuer()
-    first = ensure_rescue(Backend(LIBVIRT), rescue_request(), rescuer=rescuer)
+    first = ensure_rescue(FinderBackend(LIBVIRT), rescue_request(), rescuer=rescuer)
     assert first['changed'] and first['instance']['executed'][0]['power_off'] == 'shutdown'
     assert first['instance']['state'] == states.RESCUED and first['rescue']['image'] == 'img'
-    second = ensure_rescue(Backend(LIBVIRT), rescue_request(), rescuer=rescuer)
+    second = ensure_rescue(FinderBackend(LIBVIRT), rescue_request(), rescuer=rescuer)
     assert not second['changed'] and rescuer.actions == ['rescue']
 
 
 def test_unrescue_apply_then_repeat_is_unchanged():
     rescuer = FakeRescuer(rescued=True)
-    first = ensure_rescue(Backend(LIBVIRT), rescue_request(wanted='unrescued'), rescuer=rescuer)
-    second = ensure_rescue(Backend(LIBVIRT), rescue_request(wanted='unrescued'), rescuer=rescuer)
+    first = ensure_rescue(FinderBackend(LIBVIRT), rescue_request(wanted='unrescued'), rescuer=rescuer)
+    second = ensure_rescue(FinderBackend(LIBVIRT), rescue_request(wanted='unrescued'), rescuer=rescuer)
     assert first['changed'] and not second['changed'] and rescuer.actions == ['unrescue']
     assert first['instance']['state'] == states.RUNNING
 
@@ -127,13 +98,13 @@ def test_unrescue_apply_then_repeat_is_unchanged():
 def test_rescue_refusal_and_lock_change_nothing():
     refused = FakeRescuer(refuse='shelved; Nova cannot rescue')
     with pytest.raises(InvalidRequest):
-        ensure_rescue(Backend(OPENSTACK), rescue_request(), rescuer=refused)
+        ensure_rescue(FinderBackend(OPENSTACK), rescue_request(), rescuer=refused)
     locked = FakeRescuer(locked=True)
     with pytest.raises(InstanceLocked):
-        ensure_rescue(Backend(OPENSTACK), rescue_request(), rescuer=locked)
+        ensure_rescue(FinderBackend(OPENSTACK), rescue_request(), rescuer=locked)
     assert refused.actions == [] and locked.actions == []
 
 
 def test_rescue_unknown_instance():
     with pytest.raises(InstanceNotFound):
-        ensure_rescue(Backend(LIBVIRT, exists=False), rescue_request(), rescuer=FakeRescuer())
+        ensure_rescue(FinderBackend(LIBVIRT, exists=False), rescue_request(), rescuer=FakeRescuer())

@@ -12,29 +12,8 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceNotFound, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import (
     InstanceStatus, RestoreRequest, ensure_restored, validate_restore_request)
-
-
-class Model(object):
-    def __init__(self, name):
-        self.name = name
-
-
-LIBVIRT, OPENSTACK = Model('libvirt'), Model('openstack')
-
-
-class Backend(object):
-    def __init__(self, model, exists=True):
-        self.model = model
-        self.exists = exists
-
-    def find(self, identifier):
-        return identifier if self.exists else None
-
-    def location(self):
-        return 'test://'
-
-    def request_count(self):
-        return None
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import (
+    NAMED_LIBVIRT as LIBVIRT, NAMED_OPENSTACK as OPENSTACK, FinderBackend)
 
 
 
@@ -116,48 +95,48 @@ class FakeRestorer(object):
 
 def test_restore_check_apply_repeat():
     restorer = FakeRestorer()
-    check = ensure_restored(Backend(OPENSTACK), restore_request(), check_mode=True, restorer=restorer)
+    check = ensure_restored(FinderBackend(OPENSTACK), restore_request(), check_mode=True, restorer=restorer)
     assert check['changed'] and check['action'] == 'rebuild' and restorer.actions == []
-    applied = ensure_restored(Backend(OPENSTACK), restore_request(), restorer=restorer)
+    applied = ensure_restored(FinderBackend(OPENSTACK), restore_request(), restorer=restorer)
     assert applied['changed'] and applied['instance']['restored_from'] == 'snap-id'
-    again = ensure_restored(Backend(OPENSTACK), restore_request(), restorer=restorer)
+    again = ensure_restored(FinderBackend(OPENSTACK), restore_request(), restorer=restorer)
     assert not again['changed'] and again['action'] == 'none' and restorer.actions == ['rebuild']
-    forced = ensure_restored(Backend(OPENSTACK), restore_request(force=True), restorer=restorer)
+    forced = ensure_restored(FinderBackend(OPENSTACK), restore_request(force=True), restorer=restorer)
     assert forced['changed'] and restorer.actions == ['rebuild', 'rebuild']
 
 
 def test_already_restored_but_other_power_state_only_powers():
     restorer = FakeRestorer(restored_from='snap-id')
-    result = ensure_restored(Backend(OPENSTACK), restore_request(power_state='stopped'), restorer=restorer)
+    result = ensure_restored(FinderBackend(OPENSTACK), restore_request(power_state='stopped'), restorer=restorer)
     assert result['changed'] and result['action'] == 'none' and restorer.actions == ['stopped']
 
 
 def test_snapshot_of_another_instance_is_refused_unless_allowed():
     restorer = FakeRestorer(owner='id-other')
     with pytest.raises(InvalidRequest) as raised:
-        ensure_restored(Backend(OPENSTACK), restore_request(), restorer=restorer)
+        ensure_restored(FinderBackend(OPENSTACK), restore_request(), restorer=restorer)
     assert 'another instance' in raised.value.msg and restorer.actions == []
-    ensure_restored(Backend(OPENSTACK), restore_request(allow_other_instance=True), restorer=restorer)
+    ensure_restored(FinderBackend(OPENSTACK), restore_request(allow_other_instance=True), restorer=restorer)
     assert restorer.actions == ['rebuild']
 
 
 def test_missing_instance_needs_relaunch_missing():
     restorer = FakeRestorer(exists=False)
     with pytest.raises(InstanceNotFound):
-        ensure_restored(Backend(OPENSTACK), restore_request(), restorer=restorer)
-    result = ensure_restored(Backend(OPENSTACK), restore_request(relaunch_missing=True), restorer=restorer)
+        ensure_restored(FinderBackend(OPENSTACK), restore_request(), restorer=restorer)
+    result = ensure_restored(FinderBackend(OPENSTACK), restore_request(relaunch_missing=True), restorer=restorer)
     assert result['action'] == 'relaunch' and restorer.actions == ['launch']
 
 
 def test_relaunch_under_another_name_is_refused_unless_allowed():
     restorer = FakeRestorer(exists=False)
     with pytest.raises(InvalidRequest) as raised:
-        ensure_restored(Backend(OPENSTACK), restore_request(identifier='db9', relaunch_missing=True), restorer=restorer)
+        ensure_restored(FinderBackend(OPENSTACK), restore_request(identifier='db9', relaunch_missing=True), restorer=restorer)
     assert 'not of db9' in raised.value.msg and restorer.actions == []
 
 
 def test_unknown_snapshot_changes_nothing():
     restorer = FakeRestorer()
     with pytest.raises(InvalidRequest):
-        ensure_restored(Backend(OPENSTACK), restore_request(snapshot='nosuch'), restorer=restorer)
+        ensure_restored(FinderBackend(OPENSTACK), restore_request(snapshot='nosuch'), restorer=restorer)
     assert restorer.actions == []

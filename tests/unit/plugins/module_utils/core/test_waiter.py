@@ -9,20 +9,7 @@ import pytest
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceFailed, WaitTimeout
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
-
-
-class FakeClock(object):
-    def __init__(self):
-        self.now = 1000.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock
 
 
 def run(sequence, clock, timeout=10, failure=None):

@@ -9,15 +9,7 @@ import base64
 import xml.etree.ElementTree as ET
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import rescue as libvirt_rescue
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueRequest
-
-
-def rescue_request(**changes):
-    base = dict(identifier='web1', wanted='rescued', rescue_image=None, admin_password=None, rescue_kernel=None,
-                rescue_initrd=None, rescue_cmdline=None, rescue_disk_mib=None, shutdown_timeout=None, wait=True,
-                timeout=60)
-    base.update(changes)
-    return RescueRequest(**base)
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import rescue_request
 
 
 ORIGINAL = """<domain type='qemu'>

@@ -13,56 +13,7 @@ pytest.importorskip('openstack')
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import moves as om  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest  # noqa: E402
-
-
-class Response(object):
-    def __init__(self, body, status=200):
-        self.body, self.status_code = body, status
-        self.headers = {'content-type': 'application/json'} if status >= 400 else {}
-        self.text = ''
-        self.content = b'x' if status >= 400 else b''
-        self.reason = 'Conflict' if status == 409 else ''
-        self.url = 'http://nova'
-        self.request = None
-
-    def json(self):
-        return self.body
-
-
-class FakeCompute(object):
-    def __init__(self, answers):
-        self.answers = answers      # (method, url) -> body
-        self.refused = {}           # server action verb (first key of the body) -> (HTTP status, Nova's message)
-        self.sent = []
-        self.params = []            # the query parameters of each request, in order
-        self.date = None            # the Date header of every answer (None: no header)
-
-    def request(self, url, method, microversion=None, **kwargs):
-        self.sent.append((method, url, kwargs.get('json'), microversion))
-        self.params.append(kwargs.get('params'))
-        body = kwargs.get('json')
-        if method == 'POST' and isinstance(body, dict) and body and list(body)[0] in self.refused:
-            status, message = self.refused[list(body)[0]]
-            return Response({'conflictingRequest': {'code': status, 'message': message}}, status)
-        response = Response(self.answers.get((method, url), {}), 202 if method == 'POST' else 200)
-        if self.date:
-            response.headers['Date'] = self.date
-        return response
-
-
-class FakeBackend(object):
-    def __init__(self, answers=None):
-        self.compute = FakeCompute(answers or {})
-        self.conn = None
-
-    def request_count(self):
-        return len(self.compute.sent)
-
-    def location(self):
-        return 'fake cloud'
-
-    def close(self):
-        pass
+from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock, FakeCloud  # noqa: E402
 
 
 def subject(state=states.RUNNING, locked=False, host='fake1'):
@@ -79,7 +30,7 @@ def request(**kwargs):
 
 
 def test_live_move_one_request_and_done_on_other_host():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(), moves.LIVE, None, request())
     assert backend.backend.compute.sent == [('POST', '/servers/id-1/action',
                                              {'os-migrateLive': {'host': None, 'block_migration': 'auto'}}, '2.84')]
@@ -90,7 +41,7 @@ def test_live_move_one_request_and_done_on_other_host():
 
 
 def test_cold_move_confirms_and_waits_for_the_confirm():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(states.STOPPED), moves.COLD, 'fake3', request())
     assert backend.backend.compute.sent[-1][2] == {'migrate': {'host': 'fake3'}}
     verify = backend._status_of(handle, server(status='VERIFY_RESIZE', host='fake3', vm_state='resized'))
@@ -105,7 +56,7 @@ def test_cold_move_confirms_and_waits_for_the_confirm():
 
 
 def test_suspended_resume_move_suspend():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(states.SUSPENDED), moves.LIVE, None, request())
     assert handle.data['steps'] == ['resume', 'move', 'suspend']
     assert backend.backend.compute.sent[-1][2] == {'resume': None}
@@ -125,14 +76,14 @@ def test_live_move_back_on_source_is_a_failure_with_nova_reason():
         {'action': 'live-migration', 'request_id': 'req-1', 'message': 'Error'}]},
         ('GET', '/servers/id-1/os-instance-actions/req-1'): {'instanceAction': {'events': [
             {'event': 'conductor_live_migrate_instance', 'result': 'Error', 'details': 'No valid host was found.'}]}}}
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     handle = backend.start_move(subject(), moves.LIVE, 'fake3', request())
     failed = backend._status_of(handle, server(host='fake1'))
     assert failed.failed and 'No valid host was found' in failed.message
 
 
 def test_evacuate_locks_and_unlocks_unless_already_locked():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
     sent = [entry[2] for entry in backend.backend.compute.sent]
     assert sent[0] == {'lock': {'locked_reason': 'vmops host_evacuate: evacuating from fake1'}}
@@ -140,13 +91,13 @@ def test_evacuate_locks_and_unlocks_unless_already_locked():
     done = backend._status_of(handle, server(host='fake2'))
     assert backend.finish(handle, done).done
     assert backend.backend.compute.sent[-1][2] == {'unlock': None}
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(locked=True), moves.EVACUATE, 'fake2', request(mode='evacuate'))
     assert handle.data['steps'] == ['move']
 
 
 def test_evacuate_power_state():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     assert backend._steps(subject(states.STOPPED), moves.EVACUATE, request(mode='evacuate')) == \
         ['lock', 'move', 'unlock']
     assert backend._steps(subject(states.RUNNING), moves.EVACUATE, request(mode='evacuate', power_state='stopped',
@@ -159,7 +110,7 @@ def sent_bodies(backend):
 
 def test_paused_server_is_not_evacuated_and_says_why():
     # Nova (Zed) evacuates only active, stopped and error servers: a paused one gets HTTP 409.
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     decision = backend.plan_move(subject(states.PAUSED), request(mode='evacuate'))
     assert decision.move == moves.UNMOVABLE
     for text in ('paused', 'only active, stopped and error', 'instance_restore relaunch_missing=true',
@@ -175,7 +126,7 @@ def test_paused_server_is_not_evacuated_and_says_why():
 
 
 def test_refused_evacuation_releases_our_lock():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     backend.backend.compute.refused['evacuate'] = (409, 'Cannot evacuate instance while it is in task_state x')
     with pytest.raises(BackendError) as caught:
         backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
@@ -185,7 +136,7 @@ def test_refused_evacuation_releases_our_lock():
 
 
 def test_refused_evacuation_keeps_a_lock_that_was_there_before():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     backend.backend.compute.refused['evacuate'] = (409, 'refused')
     with pytest.raises(BackendError) as caught:
         backend.start_move(subject(locked=True), moves.EVACUATE, None, request(mode='evacuate'))
@@ -194,7 +145,7 @@ def test_refused_evacuation_keeps_a_lock_that_was_there_before():
 
 def test_failed_evacuation_releases_our_lock():
     answers = {('GET', '/servers/id-1/os-instance-actions'): {'instanceActions': []}}
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
     failed = backend._status_of(handle, server(host='fake1'))
     assert failed.failed
@@ -204,7 +155,7 @@ def test_failed_evacuation_releases_our_lock():
 
 
 def test_refused_step_after_the_evacuation_releases_our_lock():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate', power_state='stopped'))
     assert handle.data['steps'] == ['lock', 'move', 'stop', 'unlock']
     backend.backend.compute.refused['os-stop'] = (409, 'refused')
@@ -215,7 +166,7 @@ def test_refused_step_after_the_evacuation_releases_our_lock():
 
 def test_given_up_evacuation_releases_our_lock():
     # The core gives up on a move still in flight (two deadlines, or the run's timeout): abandon() undoes.
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
     assert backend.abandon(handle, 'gave up') == 'gave up (undone: unlock)'
     assert sent_bodies(backend)[-1] == {'unlock': None}
@@ -225,7 +176,7 @@ def test_given_up_evacuation_releases_our_lock():
 
 
 def test_plan_refinements():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate')).move == moves.SKIP
     assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate', suspended_policy='fail')).move == \
         moves.FAIL
@@ -235,7 +186,7 @@ def test_plan_refinements():
 
 
 def test_no_cold_fallback_for_paused():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(states.PAUSED), moves.LIVE, None, request())
     assert 'active or stopped' in backend.can_cold_fallback(handle, None)
 
@@ -246,7 +197,7 @@ SERVICE = {'id': 'svc-1', 'host': 'fake1', 'binary': 'nova-compute', 'status': '
 
 def service_backend(**changes):
     body = dict(SERVICE, **changes)
-    return om.OpenStackMoves({}, backend=FakeBackend({('GET', '/os-services'): {'services': [body]},
+    return om.OpenStackMoves({}, backend=FakeCloud({('GET', '/os-services'): {'services': [body]},
                                                       ('PUT', '/os-services/svc-1'): {'service': dict(
                                                           body, status='disabled', disabled_reason='why')}}))
 
@@ -288,7 +239,7 @@ def test_poll_waits_for_the_migration_record():
                ('GET', '/os-migrations'): {'migrations': [
                    {'id': 7, 'instance_uuid': 'id-1', 'status': 'running'},
                    {'id': 3, 'instance_uuid': 'id-1', 'status': 'error'}]}}
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     backend.host = 'fake1'
     handle = backend.start_move(subject(), moves.LIVE, None, request())
     assert backend.poll([handle]) == {}
@@ -308,35 +259,35 @@ def test_poll_cursor_follows_the_oldest_move_in_the_clouds_clock(monkeypatch):
     """The server list starts CURSOR_MARGIN before the oldest move in flight that needs it (a cold move
     waits for VERIFY_RESIZE there), in the cloud's clock (its Date header says it runs 1000 s ahead of
     ours), not at the run's start less a minute."""
-    clock = {'now': 1800000000.0}
-    monkeypatch.setattr(om.time, 'time', lambda: clock['now'])
+    clock = FakeClock(1800000000.0)
+    monkeypatch.setattr(om.time, 'time', clock)
     answers = {('GET', '/servers/detail'): {'servers': [server(host='fake1', task='migrating', status='MIGRATING')]},
                ('GET', '/os-migrations'): {'migrations': []}}
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     compute = backend.backend.compute
     compute.date = 'Fri, 15 Jan 2027 08:16:40 GMT'      # 1800001000: 1000 s ahead
     backend.list_on_host('fake1')
-    clock['now'] += 100
+    clock.now += 100
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
-    clock['now'] += 30
+    clock.now += 30
     assert backend.poll([handle]) == {}
     assert _since_of_last_poll(compute) == om._iso(1800000000.0 + 100 + 1000 - om.CURSOR_MARGIN)
 
 
 def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
-    clock = {'now': 1800000000.0}
-    monkeypatch.setattr(om.time, 'time', lambda: clock['now'])
+    clock = FakeClock(1800000000.0)
+    monkeypatch.setattr(om.time, 'time', clock)
     broad = om._iso(1800000000.0 - om.CLOCK_SKEW_MARGIN)
     # No Date header: the run's start less CLOCK_SKEW_MARGIN.
     answers = {('GET', '/servers/detail'): {'servers': []}, ('GET', '/os-migrations'): {'migrations': []}}
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     backend.list_on_host('fake1')
-    clock['now'] += 100
+    clock.now += 100
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
     backend.poll([handle])
     assert _since_of_last_poll(backend.backend.compute) == broad
     # With the header, a read that leaves out a move in flight makes the next one broad again.
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     compute = backend.backend.compute
     compute.date = 'Fri, 15 Jan 2027 08:01:40 GMT'      # 1800000100: the same clock as ours
     backend.list_on_host('fake1')
@@ -344,7 +295,7 @@ def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
     backend.poll([handle])          # tight, and the server is not listed
     assert _since_of_last_poll(compute) == om._iso(1800000100.0 - om.CURSOR_MARGIN)
     backend.poll([handle])
-    assert _since_of_last_poll(compute) == om._iso(clock['now'] - om.CLOCK_SKEW_MARGIN)
+    assert _since_of_last_poll(compute) == om._iso(clock.now - om.CLOCK_SKEW_MARGIN)
     answers[('GET', '/servers/detail')]['servers'] = [server(host='fake1', task='migrating', status='MIGRATING')]
     backend.poll([handle])          # broad, listed again
     backend.poll([handle])          # so tight again
@@ -352,7 +303,7 @@ def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
 
 
 def test_adopted_move_cursor_from_the_servers_own_update():
-    backend = om.OpenStackMoves({}, backend=FakeBackend())
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
     backend._cloud_offset = 0.0
     found = moves.MoveSubject('id-1', 'vm1', states.RUNNING, 'migrating', 'fake1', False,
                               {'move_in_flight': True, 'updated': '2027-01-15T08:00:00Z'})
@@ -367,8 +318,8 @@ def _record(status, created='2027-01-15T08:01:41Z', dest='fake3', record_id=9):
 
 
 def _backend_with_clock(monkeypatch, answers):
-    monkeypatch.setattr(om.time, 'time', lambda: 1800000100.0)
-    backend = om.OpenStackMoves({}, backend=FakeBackend(answers))
+    monkeypatch.setattr(om.time, 'time', FakeClock(1800000100.0))
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
     backend.backend.compute.date = 'Fri, 15 Jan 2027 08:01:40 GMT'      # 1800000100: our clock
     records = answers[('GET', '/os-migrations')]
     answers[('GET', '/os-migrations')] = {'migrations': []}     # no cold move waiting for its confirm
