@@ -165,12 +165,15 @@ options:
     default: keep
   lock_during_move:
     description:
-      - V(evacuate) only. Lock each server while it is rebuilt, and unlock it after. The lock is also
-        released when Nova refuses the evacuation, when it fails, and when the module stops following it
-        (past twice the deadline, or O(timeout)), and the server's message then says C(undone, unlock).
-        Servers that were already locked keep their lock.
+      - Lock each server while it moves, and unlock it after, so that no one stops, deletes or rebuilds it
+        midway. Defaults to V(true) for O(mode=evacuate) and V(false) for O(mode=drain) (a live migration
+        already refuses most actions). The lock is also released when Nova refuses the move, when it
+        fails, and when the module stops following it (past twice the deadline, or O(timeout)), and the
+        server's message then says C(undone, unlock). Servers that were already locked keep their lock.
+      - Each lock carries the reason C(vmops.lifecycle:host_evacuate:<host>:<run id>). A later run on the
+        same host releases such locks left by a run that died (a killed C(ansible-playbook)), whether the
+        server is still on the host or was moved; a lock with any other reason is never touched.
     type: bool
-    default: true
   poll_interval:
     description:
       - Seconds between two shared reads while moves are in flight.
@@ -318,7 +321,7 @@ def main():
             fenced=dict(type='bool', default=False),
             force_down=dict(type='bool', default=False),
             power_state=dict(type='str', default='keep', choices=['keep', 'running', 'stopped']),
-            lock_during_move=dict(type='bool', default=True),
+            lock_during_move=dict(type='bool'),
             poll_interval=dict(type='float', default=0.4),
             progress_file=dict(type='path'),
             migration_uri=dict(type='str'),
@@ -338,7 +341,10 @@ REQUEST_KEYS = ('host', 'mode', 'target_host', 'window', 'deadline', 'deadline_a
 
 def converge(module):
     params = module.params
-    request = moves.MoveRequest(**dict((key, params[key]) for key in REQUEST_KEYS))
+    fields = dict((key, params[key]) for key in REQUEST_KEYS)
+    if fields['lock_during_move'] is None:
+        fields['lock_during_move'] = params['mode'] == 'evacuate'
+    request = moves.MoveRequest(**fields)
     backend_name = chosen_backend(params)
     if backend_name == 'openstack':
         if params['migration_uri'] is not None or params['migration_bandwidth'] is not None:

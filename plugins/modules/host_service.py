@@ -120,8 +120,8 @@ api_requests:
 '''
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import new_module, open_with, run_module
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.moves import (
-    OpenStackMoves, ensure_service, validate_service_request)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import (
+    ComputeServices, ensure_service, validate_service_request)
 
 
 def main():
@@ -141,8 +141,8 @@ def main():
 
 def converge(module):
     validate_service_request(module.params)
-    with open_with(module, {'openstack': OpenStackMoves}) as backend:
-        result = ensure_service(backend, module.params, check_mode=module.check_mode)
+    with open_with(module, {'openstack': ComputeServices.open}) as services:
+        result = ensure_service(services, module.params, check_mode=module.check_mode)
     if not module._diff:
         result.pop('diff')
     return result

@@ -87,21 +87,27 @@ class FakeCompute(object):
         return response
 
 
-class FakeCloud(object):
-    """What the OpenStack family classes hold: the compute adapter, no SDK connection, a request count."""
+class FakeConnection(object):
+    """An SDK connection as the request layer uses it: one adapter per service, no session."""
 
-    def __init__(self, answers=None):
-        self.compute = FakeCompute(answers or {})
-        self.conn = None
-
-    def request_count(self):
-        return len(self.compute.sent)
-
-    def location(self):
-        return 'fake cloud'
+    def __init__(self, compute):
+        self.compute = compute
+        self.session = None
 
     def close(self):
         pass
+
+
+def FakeCloud(answers=None):   # noqa: N802 (reads as the class it stands for)
+    """The real OpenStackBackend over the real request layer over a fake compute adapter: `.compute`
+    is the FakeCompute that records what was sent."""
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import OpenStackBackend
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.request import RequestLayer
+    compute = FakeCompute(answers or {})
+    backend = OpenStackBackend({}, requests=RequestLayer(FakeConnection(compute), sleep=lambda seconds: None))
+    backend.compute = compute
+    backend.location = lambda: 'fake cloud'
+    return backend
 
 
 # Stand-ins for a backend, for the neutral families --------------------------------------------

@@ -61,6 +61,9 @@ class Backend(abc.ABC):
         """API requests sent so far in this run, if the backend counts them (else None)."""
         return None
 
+    def bound_by(self, deadline):
+        """Retries of transient failures must end by this Deadline (the run's own)."""
+
     @abc.abstractmethod
     def find(self, identifier):
         """See the class docstring."""

@@ -13,11 +13,12 @@ __metaclass__ = type
 
 import collections
 import time
+import traceback
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Observation, describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
-    InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
+    BackendError, InstanceLocked, InstanceNotFound, InvalidRequest, UnreachableState, VmopsError, WaitTimeout)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.planner import plan_path
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
@@ -128,6 +129,7 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
     model = backend.model
     validate_request(model, request)
     deadline = Deadline(request.timeout, clock=clock)
+    backend.bound_by(deadline)
     waits = dict(clock=clock, sleep=sleep)
 
     ref = backend.find(request.identifier)
@@ -161,6 +163,12 @@ def ensure_state(backend, request, check_mode=False, clock=time.monotonic, sleep
         progress = _instance(backend, before, steps, executed, _safe_observe(backend, ref), deadline)
         error.details.setdefault('instance', progress)
         raise
+    except Exception as error:  # pylint: disable=broad-except
+        # A bug or an unexpected library failure mid-plan: still say what was done and where it stands.
+        progress = _instance(backend, before, steps, executed, _safe_observe(backend, ref), deadline)
+        raise BackendError('Unexpected error during %s of %s: %s' % (executed[-1]['verb'] if executed else 'the plan',
+                                                                     before.name, error),
+                           instance=progress, exception=traceback.format_exc())
     if after is None:       # the last step was not waited on: read where it stands now
         after = backend.observe(ref)
     return _result(backend, before, request, steps, executed, after, check_mode, deadline)
@@ -219,10 +227,12 @@ def _error_state(observation):
 
 
 def _safe_observe(backend, ref):
+    """The instance now, or an `unknown` observation when it cannot be read (never `absent`)."""
     try:
         return backend.observe(ref)
-    except Exception:  # pylint: disable=broad-except
-        return None     # reporting a failure must not fail again
+    except Exception as error:  # pylint: disable=broad-except
+        # Reporting a failure must not fail again.
+        return Observation(None, ref, states.UNKNOWN, None, None, {'read_error': str(error)})
 
 
 def _instance(backend, before, steps, executed, after, deadline):

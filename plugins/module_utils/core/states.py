@@ -24,6 +24,8 @@ RESCUED = 'rescued'
 RESIZE_PENDING = 'resize_pending'   # Nova VERIFY_RESIZE: waits for confirm or revert
 ERROR = 'error'
 ABSENT = 'absent'
+# Not a state an instance is in: what a result says when the instance could not be read.
+UNKNOWN = 'unknown'
 
 ALL_STATES = (RUNNING, STOPPED, PAUSED, SUSPENDED, SHELVED, SHELVED_OFFLOADED,
               RESCUED, RESIZE_PENDING, ERROR, ABSENT)

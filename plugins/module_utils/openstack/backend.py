@@ -3,38 +3,33 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The OpenStack backend: Nova servers through openstacksdk, one connection per module run.
 
-Server actions go to the compute API at an explicit microversion (COMPUTE_MICROVERSION), so
-what a playbook does does not change with the SDK's or the cloud's defaults.  Every HTTP
-request of the run (authentication and discovery included) is counted and reported.
+Every request goes through the request layer (request.py): server actions at an explicit
+microversion (STATE_MICROVERSION), so what a playbook does does not change with the SDK's or the
+cloud's defaults; transient failures retried; every HTTP request of the run counted and reported.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import traceback
+import time
 import uuid
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
-    BackendError, ConnectionFailed, InvalidRequest)
+    InvalidRequest, RequestFailed, ResourceNotFound)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.request import (
+    HAS_LIBRARY, LIBRARY, LIBRARY_IMPORT_ERROR, RequestLayer)
 
-LIBRARY_IMPORT_ERROR = None
-try:
-    import openstack
-    from openstack import exceptions as sdk_exceptions
-except ImportError:
-    openstack = None
-    sdk_exceptions = None
-    LIBRARY_IMPORT_ERROR = traceback.format_exc()
-
-LIBRARY = 'openstacksdk'
-HAS_LIBRARY = openstack is not None
+__all__ = ['HAS_LIBRARY', 'LIBRARY', 'LIBRARY_IMPORT_ERROR', 'MODEL', 'OpenStackBackend']
 
 # 2.73: lock with a reason, and locked_reason in the server body.  Zed (the oldest cloud we test)
 # offers up to 2.93.
-COMPUTE_MICROVERSION = '2.73'
+STATE_MICROVERSION = '2.73'
+COMPUTE_MICROVERSION = STATE_MICROVERSION
+# How long a server body read by find() answers the observe() that follows it.
+FOUND_BODY_SECONDS = 2.0
 
 t = states.transition
 MODEL = states.BackendModel('openstack', (
@@ -108,170 +103,215 @@ def _looks_like_uuid(text):
         return False
 
 
-class RequestCounter(object):
-    """Counts the HTTP requests a keystoneauth session sends (auth and discovery included)."""
+class Resource(dict):
+    """A resource body (image, flavor, network, volume) whose fields read as attributes too; its
+    `properties` are the body itself (Glance keeps image properties at the top level)."""
 
-    def __init__(self, session):
-        self.count = 0
-        self.by_method = {}
-        original = session.request
-
-        def counted(url, method, *args, **kwargs):
-            self.count += 1
-            self.by_method[method] = self.by_method.get(method, 0) + 1
-            return original(url, method, *args, **kwargs)
-        session.request = counted
-
-
-def connect(params):
-    """An openstacksdk connection from options named as in the openstack.cloud collection."""
-    cloud = params.get('cloud')
-    if isinstance(cloud, dict):
-        if any(params.get(key) for key in CONNECTION_KEYS if key != 'interface'):
-            raise InvalidRequest('When cloud is a dict it is the whole configuration; '
-                                 'leave auth, auth_type, region_name and api_timeout out.')
-        config = dict(cloud)
-    else:
-        config = {'cloud': cloud} if cloud else {}
-        for key in CONNECTION_KEYS:
-            if params.get(key) is not None:
-                config[key] = params[key]
-        for ours, sdks in (('validate_certs', 'verify'), ('ca_cert', 'cacert'),
-                           ('client_cert', 'cert'), ('client_key', 'key')):
-            if params.get(ours) is not None:
-                config[sdks] = params[ours]
-    try:
-        return openstack.connect(**config)
-    except Exception as error:  # the SDK raises several unrelated types for bad configuration
-        raise ConnectionFailed('Cannot connect to OpenStack (cloud %s): %s' % (cloud or 'from the environment', error))
+    def __getattr__(self, name):
+        if name == 'properties':
+            return self
+        return self.get(name)
 
 
 class OpenStackBackend(Backend):
     model = MODEL
 
-    def __init__(self, params):
+    def __init__(self, params, requests=None):
         self.cloud_name = params.get('cloud') if isinstance(params.get('cloud'), str) else None
-        self.conn = connect(params)
-        self.requests = RequestCounter(self.conn.session)
-        self.compute = self.conn.compute
-        try:
-            # Authenticates and finds the endpoint now, so bad credentials fail before any plan.
-            sdk_exceptions.raise_from_response(self.compute.get('/', microversion=COMPUTE_MICROVERSION))
-        except Exception as error:  # keystoneauth raises its own types for auth and connection errors
-            self.close()
-            raise ConnectionFailed('Cannot reach the compute API of %s: %s' % (self.location(), _sdk_message(error)))
+        # Authentication happens on the first request (the look-up), so bad credentials still fail
+        # before any plan, without a request of their own.
+        self.requests = requests or RequestLayer.open(params)
+        self.conn = self.requests.conn
+        self._found = {}        # server id -> (monotonic time, body) read by find()
+        self._last_seen = {}    # server id -> the last body observed (what an ambiguous action is checked against)
 
     def close(self):
-        if getattr(self, 'conn', None) is not None:
-            self.conn.close()
+        if getattr(self, 'requests', None) is not None:
+            self.requests.close()
+            self.requests = None
             self.conn = None
 
+    def bound_by(self, deadline):
+        """No retry of the request layer goes past the run's deadline."""
+        self.requests.deadline = deadline
+
     def request_count(self):
-        return self.requests.count
+        return self.requests.request_count() if self.requests is not None else None
 
     def location(self):
         return 'OpenStack cloud %s' % (self.cloud_name or '(configured from auth or environment)')
 
+    def nova(self, method, path, microversion=STATE_MICROVERSION, **kwargs):
+        """A compute request through the request layer (microversion named by the caller)."""
+        return self.requests.call('compute', method, path, microversion=microversion, **kwargs)
+
     # Look-up ---------------------------------------------------------------------------------
 
     def find(self, identifier):
-        """A server by ID, else by exact name within the project; an ambiguous name is an error."""
+        """A server by ID, else by exact name within the project; an ambiguous name is an error.
+        The body read here answers the observe() that follows, so a no-op run costs one read."""
         if _looks_like_uuid(identifier):
-            body = self._get_server(identifier)
+            body = self.get_server(identifier)
             if body is not None:
+                self._found[body['id']] = (time.monotonic(), body)
                 return body['id']
-        response = self._call('GET', '/servers', params={'name': '^%s$' % _regex_escape(identifier)})
+        response = self.nova('GET', '/servers/detail', params={'name': '^%s$' % _regex_escape(identifier)})
         matches = [server for server in response.json()['servers'] if server['name'] == identifier]
         if len(matches) > 1:
             raise InvalidRequest('%d servers are named %s: %s. Name one by its ID.'
                                  % (len(matches), identifier, ', '.join(sorted(s['id'] for s in matches))),
                                  matching_ids=sorted(s['id'] for s in matches))
-        return matches[0]['id'] if matches else None
+        if not matches:
+            return None
+        self._found[matches[0]['id']] = (time.monotonic(), matches[0])
+        return matches[0]['id']
 
     def observe(self, ref):
-        body = self._get_server(ref)
+        found = self._found.pop(ref, None)
+        if found is not None and time.monotonic() - found[0] < FOUND_BODY_SECONDS:
+            body = found[1]
+        else:
+            body = self.get_server(ref)
         if body is None:
             return Observation(None, ref, states.ABSENT, None, None, {})
+        self._last_seen[ref] = body
         return observation_from_server(body)
 
-    def _get_server(self, server_id):
+    def get_server(self, server_id, microversion=STATE_MICROVERSION):
+        """The server body, or None when Nova says it does not exist."""
         try:
-            return self._call('GET', '/servers/%s' % server_id).json()['server']
-        except sdk_exceptions.NotFoundException:
+            return self.nova('GET', '/servers/%s' % server_id, microversion=microversion).json()['server']
+        except ResourceNotFound:
             return None
 
     # Acting ----------------------------------------------------------------------------------
 
     def perform(self, ref, verb, options=None):
+        self._found.pop(ref, None)
         if verb == 'delete':
             try:
-                self._call('DELETE', '/servers/%s' % ref)
-            except sdk_exceptions.NotFoundException:
+                self.nova('DELETE', '/servers/%s' % ref, verify=lambda: self._deleted(ref))
+            except ResourceNotFound:
                 pass    # already gone: that is what we wanted
             return None
         if verb == 'lock':
             reason = (options or {}).get('lock_reason')
-            self._action(ref, verb, {'lock': {'locked_reason': reason} if reason else None})
+            self.server_action(ref, verb, {'lock': {'locked_reason': reason} if reason else None})
             return _lock_is(True)
-        self._action(ref, verb, ACTION_BODIES[verb])
+        self.server_action(ref, verb, ACTION_BODIES[verb])
         return _lock_is(False) if verb == 'unlock' else None
+
+    def server_action(self, ref, verb, body, name=None, microversion=STATE_MICROVERSION, verify=None):
+        """POST /servers/{id}/action.  When the request may or may not have reached Nova, a fresh read
+        decides (Nova sets task_state before it answers 202): it is never sent twice."""
+        if verify is None:
+            verify = self.action_verifier(ref, verb)
+        try:
+            return self.nova('POST', '/servers/%s/action' % ref, microversion=microversion, json=body, verify=verify)
+        except RequestFailed as error:
+            error.msg = 'Nova refused %s of %s: %s' % (verb, name or ref, error.details.get('service_message')
+                                                       or error.msg) \
+                if error.details.get('http_status') else error.msg
+            error.details.setdefault('verb', verb)
+            raise
+
+    def action_verifier(self, ref, verb):
+        """A read that says whether an action on the server took effect."""
+        before = self._last_seen.get(ref) or {}
+
+        def took_effect():
+            body = self.get_server(ref)
+            if body is None:
+                return verb == 'delete'
+            return action_took_effect(verb, before, body)
+        return took_effect
+
+    def _deleted(self, ref):
+        body = self.get_server(ref)
+        return body is None or body.get('OS-EXT-STS:task_state') == 'deleting' or body.get('status') == 'DELETED'
 
     # Launch (instance_launch) --------------------------------------------------------------
 
     def resolve(self, kind, identifier):
-        """ID of an image, flavor, network or volume named or identified by `identifier`."""
-        finders = {'image': self.conn.image.find_image, 'flavor': self.conn.compute.find_flavor,
-                   'network': self.conn.network.find_network, 'volume': self.conn.block_storage.find_volume}
-        try:
-            found = finders[kind](identifier, ignore_missing=True)
-        except sdk_exceptions.DuplicateResource:
+        """The image, flavor, network or volume named or identified by `identifier` (a Resource)."""
+        service, collection, key = {
+            'image': ('image', '/images', None), 'flavor': ('compute', '/flavors', 'flavor'),
+            'network': ('network', '/networks', 'network'), 'volume': ('block_storage', '/volumes', 'volume'),
+        }[kind]
+        microversion = STATE_MICROVERSION if service == 'compute' else None
+        if kind == 'flavor':
+            return Resource(self.find_flavor(identifier))
+        if _looks_like_uuid(identifier):
+            try:
+                body = self.requests.json(service, 'GET', '%s/%s' % (collection, identifier),
+                                          microversion=microversion)
+                return Resource(body[key] if key else body)
+            except ResourceNotFound:
+                pass
+        listing = self.requests.json(service, 'GET', collection + ('/detail' if kind == 'volume' else ''),
+                                     params={'name': identifier}, microversion=microversion)
+        found = [item for item in listing[kind + 's'] if item.get('name') == identifier]
+        if len(found) > 1:
             raise InvalidRequest('More than one %s is named %s; give its ID.' % (kind, identifier))
-        if found is None:
+        if not found:
             raise InvalidRequest('No %s %s in %s.' % (kind, identifier, self.location()))
-        return found
+        return Resource(found[0])
 
     def create_server(self, body):
-        """POST /servers; returns the new server's ID."""
+        """POST /servers; returns the new server's ID.  Not resent on an ambiguous failure: a read by
+        name (the caller's next look-up) tells whether it was created."""
         try:
-            return self._call('POST', '/servers', json={'server': body}).json()['server']['id']
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to create server %s: %s' % (body.get('name'), _sdk_message(error)),
-                               http_status=error.status_code)
+            return self.nova('POST', '/servers', json={'server': body}).json()['server']['id']
+        except RequestFailed as error:
+            error.msg = 'Nova refused to create server %s: %s' % (body.get('name'), error.msg)
+            raise
 
     # Resize (instance_resize) --------------------------------------------------------------
 
     def find_flavor(self, identifier):
         """A flavor by ID or exact name: (id, name, ram, vcpus, disk); InvalidRequest if none."""
-        for flavor in self._call('GET', '/flavors/detail', params={'is_public': 'None'}).json()['flavors']:
+        for flavor in self.nova('GET', '/flavors/detail', params={'is_public': 'None'}).json()['flavors']:
             if identifier in (flavor['id'], flavor['name']):
                 return flavor
         raise InvalidRequest('No flavor %s in %s.' % (identifier, self.location()))
 
     def resize(self, ref, flavor_id):
-        self._action(ref, 'resize', {'resize': {'flavorRef': flavor_id}})
+        self.server_action(ref, 'resize', {'resize': {'flavorRef': flavor_id}})
 
     def confirm_resize(self, ref):
-        self._action(ref, 'confirm_resize', {'confirmResize': None})
+        self.server_action(ref, 'confirm_resize', {'confirmResize': None})
 
     def revert_resize(self, ref):
-        self._action(ref, 'revert_resize', {'revertResize': None})
+        self.server_action(ref, 'revert_resize', {'revertResize': None})
 
-    def _action(self, ref, verb, body):
-        try:
-            self._call('POST', '/servers/%s/action' % ref, json=body)
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused %s of server %s: %s' % (verb, ref, _sdk_message(error)),
-                               verb=verb, http_status=error.status_code)
 
-    def _call(self, method, url, **kwargs):
-        try:
-            response = self.compute.request(url, method, microversion=COMPUTE_MICROVERSION, **kwargs)
-        except sdk_exceptions.SDKException:
-            raise       # the SDK's own errors (NotFound, HttpException) reach callers as they are
-        except Exception as error:  # keystoneauth connection errors and the like
-            raise ConnectionFailed('Compute API request %s %s failed: %s' % (method, url, error))
-        sdk_exceptions.raise_from_response(response)
-        return response
+# The status each server action leads to (an action whose server shows it, or shows a task, took effect).
+ACTION_LANDS_IN = {
+    'start': 'ACTIVE', 'stop': 'SHUTOFF', 'pause': 'PAUSED', 'unpause': 'ACTIVE', 'suspend': 'SUSPENDED',
+    'resume': 'ACTIVE', 'shelve': 'SHELVED', 'shelve_offload': 'SHELVED_OFFLOADED', 'unshelve': 'ACTIVE',
+    'rescue': 'RESCUE', 'unrescue': 'ACTIVE', 'resize': 'VERIFY_RESIZE', 'confirm_resize': 'ACTIVE',
+    'revert_resize': 'ACTIVE',
+}
+
+
+def action_took_effect(verb, before, after):
+    """Whether a server action took effect, from the body before it was sent and a fresh one after.
+    Nova sets task_state (or the lock) before it answers 202, so an accepted action always shows; a
+    state action is only ever sent to a server not yet in the state it leads to."""
+    if verb == 'lock':
+        return bool(after.get('locked'))
+    if verb == 'unlock':
+        return not after.get('locked')
+    if after.get('OS-EXT-STS:task_state'):
+        return True
+    wanted = ACTION_LANDS_IN.get(verb)
+    if wanted is not None:
+        return after.get('status') == wanted
+    if not before:
+        return False
+    # A reboot, a rebuild, a move, a confirm: the server changed since it was last seen.
+    return (after.get('updated') != before.get('updated')
+            or after.get('OS-EXT-SRV-ATTR:host') != before.get('OS-EXT-SRV-ATTR:host'))
 
 
 def observation_from_server(body):

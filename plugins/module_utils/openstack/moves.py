@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmops.lifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The OpenStack side of host_evacuate and host_service: Nova's services, migrations and Placement.
+"""The OpenStack side of host_evacuate: Nova's migrations (services: services.py; room: placement.py).
 
 Every compute request goes out at MOVES_MICROVERSION (2.84), chosen because:
   2.53  services are addressed by UUID (PUT /os-services/{id} with status / forced_down);
@@ -32,17 +32,23 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import calendar
+import os
 import time
+import uuid
 from email.utils import parsedate_tz, mktime_tz
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest, RequestFailed, ResourceNotFound
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import placement
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
-    OpenStackBackend, observation_from_server, sdk_exceptions, _sdk_message)
+    OpenStackBackend, action_took_effect, observation_from_server)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import ComputeServices, admin_hint, service_view  # noqa: F401 (re-exported)
 
 MOVES_MICROVERSION = '2.84'
-PLACEMENT_MICROVERSION = '1.29'
+# Locks this collection takes: '<LOCK_PREFIX><host>:<run id>'.  A rerun on the same host releases such
+# locks left by a run that died; a lock with any other reason is never touched.
+LOCK_PREFIX = 'vmops.lifecycle:host_evacuate:'
 CLOCK_SKEW_MARGIN = 60          # seconds subtracted from "now" for changes-since (cloud clocks differ)
 # Seconds before the oldest move in flight that the shared read starts from, once the cloud's clock is
 # known: covers the Date header's 1 s resolution and the API's and database's clocks differing a little.
@@ -89,16 +95,6 @@ STATE_STATUS = {states.RUNNING: 'ACTIVE', states.STOPPED: 'SHUTOFF', states.PAUS
                 states.SUSPENDED: 'SUSPENDED', states.RESCUED: 'RESCUE'}
 
 
-def service_view(body):
-    """Nova's service body in the module's words."""
-    if body is None:
-        return None
-    return {'id': body.get('id'), 'host': body.get('host'), 'binary': body.get('binary'),
-            'status': body.get('status'), 'state': body.get('state'), 'zone': body.get('zone'),
-            'disabled_reason': body.get('disabled_reason'), 'forced_down': bool(body.get('forced_down')),
-            'updated_at': body.get('updated_at')}
-
-
 class OpenStackMoves(moves.MoveBackend):
     """MoveBackend and service control over one OpenStackBackend connection."""
 
@@ -109,8 +105,9 @@ class OpenStackMoves(moves.MoveBackend):
 
     def __init__(self, params, backend=None):
         self.backend = backend or OpenStackBackend(params)
-        self.conn = self.backend.conn
-        self._services = None
+        self.services = ComputeServices(self.backend)
+        self.run_id = run_id()
+        self.stale_locks = {}         # server id -> the reason of a lock a dead run of ours left
         self._since = None
         self._cloud_offset = None     # the cloud's clock minus ours, from a Date header (None: unknown)
         self._missed = False          # the last shared read left out a move in flight
@@ -134,66 +131,42 @@ class OpenStackMoves(moves.MoveBackend):
     def request_count(self):
         return self.backend.request_count()
 
-    def _call(self, method, url, **kwargs):
-        try:
-            response = self.backend.compute.request(url, method, microversion=MOVES_MICROVERSION, **kwargs)
-        except sdk_exceptions.SDKException:
-            raise
-        except Exception as error:  # keystoneauth connection errors
-            raise BackendError('Compute API request %s %s failed: %s' % (method, url, error))
-        if response.status_code == 403:
-            raise BackendError('Nova refused %s %s (HTTP 403, policy): %s. Host and migration operations need an '
-                               'admin role.' % (method, url.split('?')[0], _text(response)), http_status=403)
-        sdk_exceptions.raise_from_response(response)
-        return response
+    def bound_by(self, deadline):
+        self.backend.bound_by(deadline)
 
-    def _action(self, server_id, verb, body, name=None):
+    def _call(self, method, path, **kwargs):
+        """A compute request at MOVES_MICROVERSION through the backend's request layer."""
         try:
-            self._call('POST', '/servers/%s/action' % server_id, json=body)
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused %s of %s: %s' % (verb, name or server_id, _sdk_message(error)),
-                               verb=verb, http_status=error.status_code)
+            return self.backend.nova(method, path, microversion=MOVES_MICROVERSION, **kwargs)
+        except RequestFailed as error:
+            raise admin_hint(error)
+
+    def _action(self, server_id, verb, body, name=None, before=None):
+        """A server action; an ambiguous failure is settled by reading the server (never sent twice)."""
+        before = before or {}
+
+        def took_effect():
+            after = self._server(server_id)
+            return after is not None and action_took_effect(verb, before, after)
+        try:
+            self.backend.server_action(server_id, verb, body, name=name, microversion=MOVES_MICROVERSION,
+                                       verify=took_effect)
+        except RequestFailed as error:
+            raise admin_hint(error)
 
     # services ----------------------------------------------------------------------------------
 
     def compute_services(self, binary='nova-compute', refresh=False):
-        if self._services is None or refresh:
-            body = self._call('GET', '/os-services', params={'binary': binary}).json()
-            self._services = [service_view(s) for s in body['services']]
-        return self._services
+        return self.services.all(binary, refresh)
 
     def find_service(self, host, binary='nova-compute'):
-        body = self._call('GET', '/os-services', params={'binary': binary, 'host': host}).json()
-        found = [s for s in body['services'] if s['host'] == host]
-        return service_view(found[0]) if found else None
+        return self.services.find(host, binary)
 
     def get_service(self, host):
-        services = self.compute_services()
-        found = [s for s in services if s['host'] == host]
-        if not found:
-            raise InvalidRequest('No nova-compute service on host %s in %s; known hosts: %s.'
-                                 % (host, self.location(), ', '.join(sorted(s['host'] for s in services))))
-        return found[0]
+        return self.services.get(host)
 
     def update_service(self, service, disabled=None, reason=None, forced_down=None):
-        """PUT /os-services/{id} (2.53+); returns the service after."""
-        body = {}
-        if disabled is not None:
-            body['status'] = 'disabled' if disabled else 'enabled'
-            if disabled and reason:
-                body['disabled_reason'] = reason
-        if forced_down is not None:
-            body['forced_down'] = bool(forced_down)
-        try:
-            answer = self._call('PUT', '/os-services/%s' % service['id'], json=body).json()
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to update the %s service of %s: %s'
-                               % (service['binary'], service['host'], _sdk_message(error)),
-                               http_status=error.status_code)
-        after = service_view(answer['service'])
-        if self._services is not None:
-            self._services = [after if s['id'] == after['id'] else s for s in self._services]
-        return after
+        return self.services.update(service, disabled=disabled, reason=reason, forced_down=forced_down)
 
     def set_service(self, host, disabled=None, reason=None, forced_down=None):
         return self.update_service(self.get_service(host), disabled=disabled, reason=reason,
@@ -229,7 +202,7 @@ class OpenStackMoves(moves.MoveBackend):
     def _server(self, server_id):
         try:
             return self._call('GET', '/servers/%s' % server_id).json()['server']
-        except sdk_exceptions.NotFoundException:
+        except ResourceNotFound:
             return None
 
     def _subject(self, body, host):
@@ -242,8 +215,20 @@ class OpenStackMoves(moves.MoveBackend):
         state = observation.state
         if body.get('status') in ('MIGRATING', 'RESIZE', 'REBUILD'):
             state = STATUS_TO_STATE_OF_VM.get(body.get('OS-EXT-STS:vm_state'), states.RUNNING)
+        locked = bool(body.get('locked'))
+        reason = body.get('locked_reason') or ''
+        if locked and reason.startswith('%s%s:' % (LOCK_PREFIX, host)) and reason != self.lock_reason(host):
+            # Left by a run of ours on this host that died: released by this run, reported as unlocked.
+            details['stale_lock'] = reason
+            locked = False
         return moves.MoveSubject(body['id'], body.get('name'), state, observation.task,
-                                 body.get('OS-EXT-SRV-ATTR:host') or host, bool(body.get('locked')), details)
+                                 body.get('OS-EXT-SRV-ATTR:host') or host, locked, details)
+
+    @staticmethod
+    def _body_of(subject):
+        """What the server looked like when listed, for settling an ambiguous action."""
+        return {'status': subject.details.get('status'), 'updated': subject.details.get('updated'),
+                'OS-EXT-SRV-ATTR:host': subject.host, 'locked': subject.locked}
 
     def plan_move(self, subject, request):
         decision = moves.policy_decision(subject, request)
@@ -274,8 +259,9 @@ class OpenStackMoves(moves.MoveBackend):
             raise BackendError(unevacuable_message(subject))    # never sent: Nova would answer 409
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
-                                  state_before=subject.state, locked_by_us=False,
-                                  changed_after=self._cloud_now(), sent_at=time.monotonic())
+                                  state_before=subject.state, locked_by_us=bool(subject.details.get('stale_lock')),
+                                  changed_after=self._cloud_now(), sent_at=time.monotonic(),
+                                  before=self._body_of(subject))
         try:
             self._send_step(handle)
         except BackendError as error:
@@ -303,41 +289,48 @@ class OpenStackMoves(moves.MoveBackend):
         return 'unlock'
 
     def _steps(self, subject, move, options):
-        """The verbs of one move, in order.  'move' is the move itself."""
+        """The verbs of one move, in order.  'move' is the move itself; 'lock' / 'unlock' wrap it when
+        the run locks the server (lock_during_move), or when a dead run of ours left it locked."""
+        stale = bool(subject.details.get('stale_lock'))
+        lock = not subject.locked and not stale and bool(options.lock_during_move)
         if move == moves.EVACUATE:
             steps = ['move']
-            if not subject.locked and options.lock_during_move:
-                steps.insert(0, 'lock')
             wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
             # After an evacuation at 2.68..2.93 the server is active unless it was stopped.
             after = states.STOPPED if subject.state == states.STOPPED else states.RUNNING
             if wanted != after and wanted in (states.RUNNING, states.STOPPED):
                 steps.append({states.RUNNING: 'start', states.STOPPED: 'stop'}[wanted])
-            if 'lock' in steps:
-                steps.append('unlock')
-            return steps
-        if move == moves.COLD:
-            return ['move', 'confirm']
-        if move == moves.OFFLOAD:
-            return ['move']
-        if subject.state == states.SUSPENDED:
-            return ['resume', 'move', 'suspend']
-        if subject.state == states.RESCUED:
-            return ['unrescue', 'move', 'rescue']
-        return ['move']
+        elif move == moves.COLD:
+            steps = ['move', 'confirm']
+        elif move == moves.OFFLOAD:
+            steps = ['move']
+        elif subject.state == states.SUSPENDED:
+            steps = ['resume', 'move', 'suspend']
+        elif subject.state == states.RESCUED:
+            steps = ['unrescue', 'move', 'rescue']
+        else:
+            steps = ['move']
+        if lock:
+            steps.insert(0, 'lock')
+        if lock or stale:
+            steps.append('unlock')
+        return steps
+
+    def lock_reason(self, host):
+        return '%s%s:%s' % (LOCK_PREFIX, host, self.run_id)
 
     def _send_step(self, handle):
         subject, step = handle.subject, handle.data['steps'][handle.data['step']]
         options = handle.data['options']
         target = handle.target_host
+        before = handle.data.get('before') or self._body_of(subject)
         if step == 'lock':
-            self._action(subject.id, 'lock', {'lock': {'locked_reason': 'vmops host_evacuate: evacuating from %s'
-                                                       % subject.host}}, subject.name)
+            self._action(subject.id, 'lock', {'lock': {'locked_reason': self.lock_reason(subject.host)}}, subject.name)
             handle.data['locked_by_us'] = True
             handle.data['step'] += 1
             return self._send_step(handle)
         if step == 'unlock':
-            self._action(subject.id, 'unlock', ACTIONS['unlock'], subject.name)
+            self._action(subject.id, 'unlock', ACTIONS['unlock'], subject.name, before)
             handle.data['locked_by_us'] = False
             return None
         if step == 'move':
@@ -346,23 +339,26 @@ class OpenStackMoves(moves.MoveBackend):
                 block = options.block_migration
                 block = 'auto' if block in (None, 'auto') else (str(block).lower() in ('true', 'yes', '1'))
                 return self._action(subject.id, 'live migration',
-                                    {'os-migrateLive': {'host': target, 'block_migration': block}}, subject.name)
+                                    {'os-migrateLive': {'host': target, 'block_migration': block}}, subject.name,
+                                    before)
             if handle.move == moves.COLD:
                 return self._action(subject.id, 'cold migration', {'migrate': {'host': target} if target else None},
-                                    subject.name)
+                                    subject.name, before)
             if handle.move == moves.EVACUATE:
                 return self._action(subject.id, 'evacuation', {'evacuate': {'host': target} if target else {}},
-                                    subject.name)
+                                    subject.name, before)
             if handle.move == moves.OFFLOAD:
-                return self._action(subject.id, 'shelve offload', ACTIONS['offload'], subject.name)
+                return self._action(subject.id, 'shelve_offload', ACTIONS['offload'], subject.name, before)
             raise BackendError('Unknown move %s' % handle.move)
-        return self._action(subject.id, step, ACTIONS[step], subject.name)
+        return self._action(subject.id, step, ACTIONS[step], subject.name, before)
 
     def adopt(self, subject):
         """Follow a move found in flight: a VERIFY_RESIZE waiting for its confirm, or a task in progress."""
         if subject.task == 'verify_resize':
-            handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'), steps=['move', 'confirm'],
-                                      step=0, options=None, state_before=subject.state, locked_by_us=False,
+            stale = bool(subject.details.get('stale_lock'))
+            handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'),
+                                      steps=['move', 'confirm'] + (['unlock'] if stale else []),
+                                      step=0, options=None, state_before=subject.state, locked_by_us=stale,
                                       resolved_move=moves.COLD, was_done=True,
                                       changed_after=_epoch(subject.details.get('updated')))
             return handle
@@ -370,8 +366,11 @@ class OpenStackMoves(moves.MoveBackend):
         kind = moves.COLD if task.startswith('resize') else moves.EVACUATE if task.startswith('rebuild') else \
             moves.OFFLOAD if task == 'shelving_offloading' else moves.LIVE
         steps = ['move', 'confirm'] if kind == moves.COLD else ['move']
+        stale = bool(subject.details.get('stale_lock'))
+        if stale:
+            steps.append('unlock')
         return moves.MoveHandle(subject, moves.ADOPT, None, steps=steps, step=0, options=None,
-                                state_before=subject.state, locked_by_us=False, resolved_move=kind,
+                                state_before=subject.state, locked_by_us=stale, resolved_move=kind,
                                 changed_after=_epoch(subject.details.get('updated')))
 
     def poll(self, handles):
@@ -514,7 +513,7 @@ class OpenStackMoves(moves.MoveBackend):
                                                 event.get('details') or 'no details')
             return '%s ended (%s) and the server is still on %s' % (latest.get('action'), latest.get('message')
                                                                     or 'no message', handle.subject.host)
-        except (sdk_exceptions.SDKException, BackendError, KeyError) as error:
+        except (BackendError, KeyError) as error:
             return 'the move ended and the server is still on %s (reason unknown: %s)' % (handle.subject.host, error)
 
     def _migration_in_progress(self, handle):
@@ -523,15 +522,21 @@ class OpenStackMoves(moves.MoveBackend):
             raise BackendError('No live migration of %s in progress to act on.' % handle.subject.name)
         return body[0]['id']
 
+    def _migration_ended(self, handle, migration_id):
+        """Whether an abort took effect: the migration is no longer in progress."""
+        body = self._call('GET', '/servers/%s/migrations' % handle.id).json()['migrations']
+        return all(item['id'] != migration_id for item in body)
+
     def abort(self, handle):
         self._in_live_step(handle)
         migration_id = self._migration_in_progress(handle)
         handle.data['migration_id'] = migration_id
         try:
-            self._call('DELETE', '/servers/%s/migrations/%s' % (handle.id, migration_id))
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to abort migration %s of %s: %s'
-                               % (migration_id, handle.subject.name, _sdk_message(error)))
+            self._call('DELETE', '/servers/%s/migrations/%s' % (handle.id, migration_id),
+                       verify=lambda: self._migration_ended(handle, migration_id))
+        except RequestFailed as error:
+            error.msg = 'Nova refused to abort migration %s of %s: %s' % (migration_id, handle.subject.name, error.msg)
+            raise
 
     def force_complete(self, handle):
         self._in_live_step(handle)
@@ -540,9 +545,10 @@ class OpenStackMoves(moves.MoveBackend):
         try:
             self._call('POST', '/servers/%s/migrations/%s/action' % (handle.id, migration_id),
                        json={'force_complete': None})
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to force-complete migration %s of %s: %s'
-                               % (migration_id, handle.subject.name, _sdk_message(error)))
+        except RequestFailed as error:
+            error.msg = 'Nova refused to force-complete migration %s of %s: %s' % (
+                migration_id, handle.subject.name, error.msg)
+            raise
 
     def _in_live_step(self, handle):
         if handle.data.get('resolved_move', handle.move) != moves.LIVE or \
@@ -598,46 +604,14 @@ class OpenStackMoves(moves.MoveBackend):
 
     def capacity(self, host, subjects):
         """Placement: the free VCPU / MEMORY_MB / DISK_GB of every other compute, against the servers' needs."""
-        needed = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
-        largest = {'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0}
-        for subject in subjects:
-            for resource, key in (('VCPU', 'vcpus'), ('MEMORY_MB', 'ram'), ('DISK_GB', 'disk')):
-                value = subject.details.get(key) or 0
-                needed[resource] += value
-                largest[resource] = max(largest[resource], value)
-        try:
-            placement = self.conn.placement
-            providers = placement.get('/resource_providers', microversion=PLACEMENT_MICROVERSION).json()
-            providers = providers['resource_providers']
-            query = ','.join('%s:%d' % (k, max(v, 1)) for k, v in sorted(largest.items()))
-            candidates = placement.get('/allocation_candidates', params={'resources': query},
-                                       microversion=PLACEMENT_MICROVERSION).json()['provider_summaries']
-        except Exception as error:  # Placement is advisory here: say it could not be read
-            return [{'host': None, 'fits': None, 'message': 'Placement could not be read: %s' % error}]
-        services = dict((s['host'], s) for s in self.compute_services())
-        zone = (services.get(host) or {}).get('zone')
-        rows = []
-        for provider in providers:
-            name = provider['name']
-            if name == host or name not in services:
-                continue
-            service = services[name]
-            summary = candidates.get(provider['uuid'])
-            free = {}
-            if summary:
-                for resource, numbers in summary['resources'].items():
-                    free[resource] = numbers['capacity'] - numbers['used']
-            # The scheduler uses enabled, up hosts; a server usually stays in its availability zone.
-            usable = service['status'] == 'enabled' and service['state'] == 'up' and service.get('zone') == zone
-            rows.append({'host': name, 'status': service['status'], 'state': service['state'],
-                         'zone': service.get('zone'), 'fits_largest': bool(summary), 'free': free,
-                         'usable': usable})
-        total_free = dict((k, sum(r['free'].get(k, 0) for r in rows if r['usable'] and r['fits_largest']))
-                          for k in needed)
-        fits = all(total_free[k] >= needed[k] for k in needed) and any(r['usable'] and r['fits_largest']
-                                                                       for r in rows)
-        return {'hosts': sorted(rows, key=lambda r: r['host']), 'needed': needed, 'largest': largest,
-                'free_on_usable_hosts': total_free, 'fits': fits}
+        return placement.capacity(self.backend.requests, host, subjects, self.compute_services())
+
+
+def run_id():
+    """Names this run in the locks it takes: the AWX job when there is one, else the time and a nonce."""
+    job = os.environ.get('JOB_ID') or os.environ.get('AWX_JOB_ID')
+    stamp = time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())
+    return 'job-%s-%s' % (job, stamp) if job else '%s-%s' % (stamp, uuid.uuid4().hex[:6])
 
 
 def unevacuable_message(subject):

@@ -18,13 +18,14 @@ import json
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
-    BackendError, ConnectionFailed, InvalidRequest)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
-    observation_from_server, sdk_exceptions, _sdk_message)
+    InvalidRequest, RequestFailed, ResourceNotFound)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import observation_from_server
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueStatus, Rescuer
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
+# 2.87: stable-device rescue of volume-backed servers.
 RESCUE_MICROVERSION = '2.87'
+PLACEMENT_MICROVERSION = '1.29'
 BFV_TRAIT = 'COMPUTE_RESCUE_BFV'
 RESCUE_PROPERTIES = ('hw_rescue_bus', 'hw_rescue_device')
 RESCUABLE = (states.RUNNING, states.STOPPED, states.ERROR)
@@ -39,13 +40,13 @@ class OpenStackRescuer(Rescuer):
     # Reading ---------------------------------------------------------------------------------
 
     def _server(self, server_id):
-        return self._call('GET', '/servers/%s' % server_id).json()['server']
+        return self.backend.nova('GET', '/servers/%s' % server_id, microversion=RESCUE_MICROVERSION).json()['server']
 
     def status(self, server_id, body=None):
         body = body or self._server(server_id)
         observation = observation_from_server(body)
         details = dict(observation.details)
-        details['volume_backed'] = is_volume_backed(self.conn, body)
+        details['volume_backed'] = is_volume_backed(self.backend.requests, body)
         return RescueStatus(observation.name, observation.id, observation.state, observation.state == states.RESCUED,
                             locked=details.get('locked'), locked_reason=details.get('locked_reason'),
                             details=details), observation
@@ -106,8 +107,8 @@ class OpenStackRescuer(Rescuer):
         if not image_ref:
             return {}
         try:
-            return _image_properties(self.conn.image.get_image(image_ref))
-        except sdk_exceptions.NotFoundException:
+            return _image_properties(self.backend.resolve('image', image_ref))
+        except InvalidRequest:
             return {}
 
     def _check_bfv_trait(self, status):
@@ -115,19 +116,20 @@ class OpenStackRescuer(Rescuer):
         node = status.details.get('hypervisor_hostname') or self._hypervisor_hostname(status.id)
         if not node:
             return 'not checked: the credentials cannot see the compute node (Nova decides)'
+        placement = self.backend.requests
         try:
-            providers = self.conn.placement.get('/resource_providers', params={'name': node}, microversion='1.6')
-            sdk_exceptions.raise_from_response(providers)
-            found = providers.json()['resource_providers']
+            found = placement.json('placement', 'GET', '/resource_providers', params={'name': node},
+                                   microversion=PLACEMENT_MICROVERSION)['resource_providers']
             if not found:
                 return 'not checked: no resource provider named %s' % node
-            traits = self.conn.placement.get('/resource_providers/%s/traits' % found[0]['uuid'], microversion='1.6')
-            sdk_exceptions.raise_from_response(traits)
-        except sdk_exceptions.HttpException as error:
-            if error.status_code in (401, 403):
+            traits = placement.json('placement', 'GET', '/resource_providers/%s/traits' % found[0]['uuid'],
+                                    microversion=PLACEMENT_MICROVERSION)
+        except RequestFailed as error:
+            if error.details.get('http_status') in (401, 403):
                 return 'not checked: Placement is not readable with these credentials (Nova decides)'
-            raise BackendError('Reading the traits of %s from Placement failed: %s' % (node, _sdk_message(error)))
-        if BFV_TRAIT not in traits.json()['traits']:
+            error.msg = 'Reading the traits of %s from Placement failed: %s' % (node, error.msg)
+            raise
+        if BFV_TRAIT not in traits['traits']:
             raise InvalidRequest(
                 '%s is volume-backed and its compute node %s does not report the trait %s in Placement: Nova '
                 'would refuse the rescue ("Host unable to rescue a volume-backed instance"). Move the server to a '
@@ -146,22 +148,16 @@ class OpenStackRescuer(Rescuer):
             body['rescue_image_ref'] = prepared['image']
         if request.admin_password:
             body['adminPass'] = request.admin_password
-        try:
-            self._call('POST', '/servers/%s/action' % server_id, json={'rescue': body or None})
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to rescue %s: %s' % (before.name, _sdk_message(error)),
-                               http_status=error.status_code)
+        self.backend.server_action(server_id, 'rescue', {'rescue': body or None}, name=before.name,
+                                   microversion=RESCUE_MICROVERSION)
         after = self._wait(server_id, before.name, states.RESCUED, 'rescue', request, deadline)
         return after._replace(image=prepared['image_name'] or prepared['image'], stable_device=prepared['stable_device'],
                               disks=prepared['disks'],
                               steps={'trait_check': prepared['trait_check']} if 'trait_check' in prepared else None)
 
     def unrescue(self, server_id, before, request, deadline):
-        try:
-            self._call('POST', '/servers/%s/action' % server_id, json={'unrescue': None})
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to unrescue %s: %s' % (before.name, _sdk_message(error)),
-                               http_status=error.status_code)
+        self.backend.server_action(server_id, 'unrescue', {'unrescue': None}, name=before.name,
+                                   microversion=RESCUE_MICROVERSION)
         return self._wait(server_id, before.name, states.RUNNING, 'unrescue', request, deadline)
 
     def _wait(self, server_id, name, wanted, verb, request, deadline):
@@ -180,18 +176,8 @@ class OpenStackRescuer(Rescuer):
                    'server %s to finish %s' % (name, verb), deadline, failure=failure)
         return self.status(server_id)[0]
 
-    def _call(self, method, url, **kwargs):
-        try:
-            response = self.backend.compute.request(url, method, microversion=RESCUE_MICROVERSION, **kwargs)
-        except sdk_exceptions.SDKException:
-            raise
-        except Exception as error:  # keystoneauth connection errors and the like
-            raise ConnectionFailed('Compute API request %s %s failed: %s' % (method, url, error))
-        sdk_exceptions.raise_from_response(response)
-        return response
 
-
-def is_volume_backed(conn, body):
+def is_volume_backed(requests, body):
     """Whether a server boots from a volume, as Nova decides it.
 
     No image: booted from a volume.  With an image, it still boots from a volume when the image
@@ -202,11 +188,9 @@ def is_volume_backed(conn, body):
     if not image or not isinstance(image, dict) or not image.get('id'):
         return True
     try:
-        response = conn.image.get('/images/%s' % image['id'])
-        sdk_exceptions.raise_from_response(response)
-    except sdk_exceptions.NotFoundException:
+        mapping = requests.json('image', 'GET', '/images/%s' % image['id']).get('block_device_mapping')
+    except ResourceNotFound:
         return False    # image gone: Nova still rebuilds/rescues from its cached copy
-    mapping = response.json().get('block_device_mapping')
     try:
         mapping = json.loads(mapping) if isinstance(mapping, str) else (mapping or [])
     except ValueError:

@@ -17,9 +17,9 @@ import time
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import launch
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
-    _looks_like_uuid, observation_from_server, sdk_exceptions, _sdk_message)
+    _looks_like_uuid, observation_from_server)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.rescue import is_volume_backed
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import OpenStackSnapshots
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import (
@@ -49,13 +49,13 @@ class OpenStackRestorer(Restorer):
         return self.backend.find(identifier)
 
     def _server(self, server_id):
-        return self.backend._call('GET', '/servers/%s' % server_id).json()['server']
+        return self.backend.nova('GET', '/servers/%s' % server_id).json()['server']
 
     def _volume_backed(self, body):
         image_id = (body.get('image') or {}).get('id') if isinstance(body.get('image'), dict) else None
         cache = self.__dict__.setdefault('_volume_backed_cache', {})
         if image_id not in cache:       # the waits poll status(): one image read per image, not per poll
-            cache[image_id] = is_volume_backed(self.backend.conn, body)
+            cache[image_id] = is_volume_backed(self.backend.requests, body)
         return cache[image_id]
 
     def status(self, server_id):
@@ -133,11 +133,7 @@ class OpenStackRestorer(Restorer):
     def restore(self, ref, before, record, plan, request, deadline):
         timings = {}
         started = time.monotonic()
-        try:
-            self.backend._call('POST', '/servers/%s/action' % ref, json=plan['request_body'])
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused to rebuild %s: %s' % (before.name, _sdk_message(error)),
-                               http_status=error.status_code)
+        self.backend.server_action(ref, 'rebuild', plan['request_body'], name=before.name)
 
         def done(status):
             return (not status.details['task'] and status.state in (states.RUNNING, states.STOPPED)

@@ -23,13 +23,13 @@ import time
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
-    _looks_like_uuid, _sdk_message, sdk_exceptions)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, RequestFailed, ResourceNotFound
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import _looks_like_uuid
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import SnapshotDriver, iso_utc, now_utc
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 
 GIB = 1024 ** 3
+# 3.40: revert to snapshot is there; snapshot listing filters by metadata.
 CINDER_MICROVERSION = '3.40'
 IMAGE_FAILED = ('killed', 'deleted', 'pending_delete', 'deactivated')
 SNAPSHOT_FAILED = ('error', 'error_deleting')
@@ -76,30 +76,16 @@ class OpenStackSnapshots(SnapshotDriver):
 
     # Raw API helpers ---------------------------------------------------------------------------
 
-    def _glance(self, method, url, **kwargs):
-        try:
-            response = self.conn.image.request(url, method, **kwargs)
-        except sdk_exceptions.SDKException:
-            raise
-        except Exception as error:  # keystoneauth connection errors
-            raise BackendError('Image API request %s %s failed: %s' % (method, url, error))
-        sdk_exceptions.raise_from_response(response)
-        return response
+    def _glance(self, method, path, **kwargs):
+        return self.backend.requests.call('image', method, path, **kwargs)
 
-    def _cinder(self, method, url, **kwargs):
-        try:
-            response = self.conn.block_storage.request(url, method, microversion=CINDER_MICROVERSION, **kwargs)
-        except sdk_exceptions.SDKException:
-            raise
-        except Exception as error:
-            raise BackendError('Block storage API request %s %s failed: %s' % (method, url, error))
-        sdk_exceptions.raise_from_response(response)
-        return response
+    def _cinder(self, method, path, **kwargs):
+        return self.backend.requests.call('block_storage', method, path, microversion=CINDER_MICROVERSION, **kwargs)
 
     def _image(self, image_id):
         try:
             return self._glance('GET', '/images/%s' % image_id).json()
-        except sdk_exceptions.NotFoundException:
+        except ResourceNotFound:
             return None
 
     def _images(self, **filters):
@@ -116,17 +102,23 @@ class OpenStackSnapshots(SnapshotDriver):
         patch = []
         for key, value in sorted(properties.items()):
             patch.append({'op': 'replace' if key in image else 'add', 'path': '/%s' % key, 'value': value})
+
+        def applied():
+            now = self._image(image['id']) or {}
+            return all(now.get(key) == value for key, value in properties.items())
         try:
-            return self._glance('PATCH', '/images/%s' % image['id'], json=patch,
-                                headers={'Content-Type': JSON_PATCH}).json()
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Glance refused to update image %s: %s' % (image['id'], _sdk_message(error)))
+            response = self._glance('PATCH', '/images/%s' % image['id'], json=patch,
+                                    headers={'Content-Type': JSON_PATCH}, verify=applied)
+        except RequestFailed as error:
+            error.msg = 'Glance refused to update image %s: %s' % (image['id'], error.msg)
+            raise
+        return response.json() if response is not None else self._image(image['id'])
 
     def _server(self, ref):
-        return self.backend._call('GET', '/servers/%s' % ref).json()['server']
+        return self.backend.nova('GET', '/servers/%s' % ref).json()['server']
 
     def _attachments(self, ref):
-        body = self.backend._call('GET', '/servers/%s/os-volume_attachments' % ref).json()
+        body = self.backend.nova('GET', '/servers/%s/os-volume_attachments' % ref).json()
         return [(item.get('device'), item['volumeId']) for item in body.get('volumeAttachments', [])]
 
     def _volume(self, volume_id):
@@ -135,7 +127,7 @@ class OpenStackSnapshots(SnapshotDriver):
     def _snapshot_of_volume(self, snapshot_id):
         try:
             return self._cinder('GET', '/snapshots/%s' % snapshot_id).json()['snapshot']
-        except sdk_exceptions.NotFoundException:
+        except ResourceNotFound:
             return None
 
     # Reading ---------------------------------------------------------------------------------
@@ -356,12 +348,14 @@ class OpenStackSnapshots(SnapshotDriver):
                 'availability_zone': server.get('OS-EXT-AZ:availability_zone'), 'volumes': volumes}
 
     def _create_image(self, ref, name, properties):
+        # Not resent when it may have reached Nova: the image it would have made is found by name and
+        # removed as incomplete by the next run.
         try:
-            response = self.backend._call('POST', '/servers/%s/action' % ref,
-                                          json={'createImage': {'name': name, 'metadata': properties}})
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Nova refused createImage of server %s: %s' % (ref, _sdk_message(error)),
-                               http_status=error.status_code)
+            response = self.backend.nova('POST', '/servers/%s/action' % ref,
+                                         json={'createImage': {'name': name, 'metadata': properties}})
+        except RequestFailed as error:
+            error.msg = 'Nova refused createImage of server %s: %s' % (ref, error.msg)
+            raise
         return response.json()['image_id']
 
     def _create_volume_snapshot(self, volume_id, device, name, ref, image_id):
@@ -371,8 +365,9 @@ class OpenStackSnapshots(SnapshotDriver):
                              'metadata': {'vmops_image_id': image_id, 'vmops_instance_id': ref}}}
         try:
             snapshot = self._cinder('POST', '/snapshots', json=body).json()['snapshot']
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Cinder refused to snapshot volume %s: %s' % (volume_id, _sdk_message(error)))
+        except RequestFailed as error:
+            error.msg = 'Cinder refused to snapshot volume %s: %s' % (volume_id, error.msg)
+            raise
         return {'device': device, 'volume_id': volume_id, 'snapshot_id': snapshot['id'], 'size_gb': volume.get('size')}
 
     def _set_paused(self, ref, paused, deadline):
@@ -427,16 +422,19 @@ class OpenStackSnapshots(SnapshotDriver):
                     if item.get('snapshot_id'):
                         self._delete_volume_snapshot(item['snapshot_id'], quiet=True)
             try:
-                self._glance('DELETE', '/images/%s' % image_id)
+                self._glance('DELETE', '/images/%s' % image_id, verify=lambda: self._image_gone(image_id))
             except Exception:  # pylint: disable=broad-except
                 pass    # the image stays marked vmops_complete=false: never used, removed on the next run
 
     # Deleting --------------------------------------------------------------------------------
 
     def _delete_volume_snapshot(self, snapshot_id, quiet=False):
+        def deleting():
+            now = self._snapshot_of_volume(snapshot_id)
+            return now is None or now.get('status') in ('deleting', 'deleted')
         try:
-            self._cinder('DELETE', '/snapshots/%s' % snapshot_id)
-        except sdk_exceptions.NotFoundException:
+            self._cinder('DELETE', '/snapshots/%s' % snapshot_id, verify=deleting)
+        except ResourceNotFound:
             pass
         except Exception:  # pylint: disable=broad-except
             if not quiet:
@@ -466,8 +464,13 @@ class OpenStackSnapshots(SnapshotDriver):
                        'volume snapshot %s to be deleted' % snapshot_id, deadline,
                        failure=lambda snapshot: 'it is error_deleting' if snapshot.get('status') == 'error_deleting' else None)
         try:
-            self._glance('DELETE', '/images/%s' % record['id'])
-        except sdk_exceptions.NotFoundException:
+            self._glance('DELETE', '/images/%s' % record['id'], verify=lambda: self._image_gone(record['id']))
+        except ResourceNotFound:
             pass
-        except sdk_exceptions.HttpException as error:
-            raise BackendError('Glance refused to delete image %s: %s' % (record['id'], _sdk_message(error)))
+        except RequestFailed as error:
+            error.msg = 'Glance refused to delete image %s: %s' % (record['id'], error.msg)
+            raise
+
+    def _image_gone(self, image_id):
+        image = self._image(image_id)
+        return image is None or image.get('status') in ('deleted', 'pending_delete')

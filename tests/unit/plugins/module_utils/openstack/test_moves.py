@@ -86,7 +86,7 @@ def test_evacuate_locks_and_unlocks_unless_already_locked():
     backend = om.OpenStackMoves({}, backend=FakeCloud())
     handle = backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
     sent = [entry[2] for entry in backend.backend.compute.sent]
-    assert sent[0] == {'lock': {'locked_reason': 'vmops host_evacuate: evacuating from fake1'}}
+    assert sent[0] == {'lock': {'locked_reason': 'vmops.lifecycle:host_evacuate:fake1:%s' % backend.run_id}}
     assert sent[1] == {'evacuate': {}}
     done = backend._status_of(handle, server(host='fake2'))
     assert backend.finish(handle, done).done
@@ -130,7 +130,7 @@ def test_refused_evacuation_releases_our_lock():
     backend.backend.compute.refused['evacuate'] = (409, 'Cannot evacuate instance while it is in task_state x')
     with pytest.raises(BackendError) as caught:
         backend.start_move(subject(), moves.EVACUATE, None, request(mode='evacuate'))
-    assert sent_bodies(backend) == [{'lock': {'locked_reason': 'vmops host_evacuate: evacuating from fake1'}},
+    assert sent_bodies(backend) == [{'lock': {'locked_reason': backend.lock_reason('fake1')}},
                                     {'evacuate': {}}, {'unlock': None}]
     assert 'Nova refused evacuation of vm1' in caught.value.msg and '(undone: unlock)' in caught.value.msg
 
@@ -391,3 +391,20 @@ def test_confirm_ends_on_its_record(monkeypatch):
     answers[('GET', '/os-migrations')]['migrations'] = [_record('confirmed')]
     status = backend.poll([handle])['id-1']
     assert status.done and status.host == 'fake3' and status.state == states.STOPPED
+
+
+def test_a_lock_left_by_a_dead_run_of_ours_is_released_and_others_are_kept():
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
+    ours = dict(server(host='fake1'), locked=True, locked_reason='vmops.lifecycle:host_evacuate:fake1:earlier-run')
+    theirs = dict(server(host='fake1'), id='id-2', locked=True, locked_reason='maintenance by the db team')
+    other_host = dict(server(host='fake1'), id='id-3', locked=True,
+                      locked_reason='vmops.lifecycle:host_evacuate:fake9:earlier-run')
+    stale, kept, foreign = (backend._subject(body, 'fake1') for body in (ours, theirs, other_host))
+    assert not stale.locked and stale.details['stale_lock'].endswith('earlier-run')
+    assert kept.locked and 'stale_lock' not in kept.details
+    assert foreign.locked and 'stale_lock' not in foreign.details
+    options = request(mode='evacuate')
+    assert backend._steps(stale, moves.EVACUATE, options) == ['move', 'unlock']     # released, not re-locked
+    assert backend._steps(kept, moves.EVACUATE, options) == ['move']                # never touched
+    handle = backend.start_move(stale, moves.EVACUATE, None, options)
+    assert handle.data['locked_by_us']      # a failure releases it too
