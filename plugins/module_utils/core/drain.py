@@ -1,0 +1,131 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One drain or evacuation, start to end: read, plan, (check mode stops), disable, drive the window, report.
+
+The parts: DrainPlan (drain_plan.py), HostService (drain_service.py), Window (drain_window.py) and
+DrainRecord (drain_record.py).  This file puts them in order and turns the record into the result, or
+into the VmopsError of a failed run, whose details hold the same result: every instance's outcome, the
+totals, `changed`, the service, and `ended_early` when the run stopped before every move ended.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_plan import DrainPlan
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_record import DrainRecord
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import validate_request
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_service import HostService
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_window import ERROR, RunEnded, Window
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import SKIP, UNMOVABLE
+
+
+class Clock(object):
+    def __init__(self, monotonic=time.monotonic, sleep=time.sleep, wall=time.time):
+        self.monotonic, self.sleep, self.wall = monotonic, sleep, wall
+
+
+def run(backend, request, check_mode=False, clock=None):
+    """Drain or evacuate `request.host`; returns the module result (raises VmopsError with the whole
+    result in its details on failure)."""
+    validate_request(request, backend.name)
+    return DrainRun(backend, request, clock or Clock()).go(check_mode)
+
+
+class DrainRun(object):
+
+    def __init__(self, backend, request, clock):
+        self.backend = backend
+        self.request = request
+        self.clock = clock
+        self.started = clock.monotonic()
+        self.requests_at_start = backend.request_count()
+        self.service = HostService(backend, request, clock)
+        self.record = DrainRecord(request, clock)
+        self.window = Window(backend, request, clock, self.record, self.started + request.timeout)
+
+    def go(self, check_mode):
+        request, backend = self.request, self.backend
+        self.service.read()
+        plan = DrainPlan(backend, request, backend.list_on_host(request.host))
+        movers = plan.movers()
+        capacity = backend.capacity(request.host, [item.subject for item in movers]) if movers else []
+        plan.refuse_if_asked(capacity)
+        changes = self.service.planned_changes()
+        if check_mode:
+            for item in plan.items:
+                outcome = {SKIP: 'skipped', UNMOVABLE: 'failed'}.get(item.decision.move, 'planned')
+                self.record.add(item.subject, item.decision.move, outcome=outcome,
+                                message=item.decision.reason or item.decision.note)
+            return self._result(bool(movers) or bool(changes), plan, capacity, check_mode=True, would_change=changes)
+        for item in plan.items:     # nothing is sent for these; the others still move
+            if item.decision.move in (SKIP, UNMOVABLE):
+                self.record.add(item.subject, item.decision.move, outcome='skipped' if item.decision.move == SKIP
+                                else 'failed', message=item.decision.reason, state_after=item.subject.state,
+                                to=item.subject.host)
+        self.window.load(movers)
+        failure = None
+        try:
+            self.service.apply(changes)
+            self.window.drive()
+        except RunEnded as ended:
+            failure = ended
+        except VmopsError as error:     # the service could not be changed: no move was sent
+            failure = self.window.end(ERROR, 'changing the service of %s failed: %s' % (request.host, error.msg), error)
+        except Exception as error:  # a bug or a library failure: still undo the service change
+            failure = error
+        failed = self.record.with_outcome('failed')
+        if (failure is not None or failed) and request.restore_service_on_failure and self.service.disabled_by_us:
+            self.service.restore()
+        result = self._result(self.record.sent_anything() or self.service.changed, plan, capacity)
+        if failure is not None and not isinstance(failure, VmopsError):
+            raise failure
+        if failure is not None or failed:
+            if failure is not None:
+                result['ended_early'] = dict(failure.details, message=failure.msg)
+            raise VmopsError(self._failure_message(failure, failed, len(movers) + len(plan.unmovable())), **result)
+        return result
+
+    def _failure_message(self, ended, failed, planned):
+        host = self.request.host
+        if ended is None:
+            message = '%d of %d instances failed to move off %s: %s' % (
+                len(failed), planned, host, '; '.join('%s: %s' % (s['name'], s['message']) for s in failed))
+        else:
+            counts = self.record.counts()
+            said = ['%d moved' % (counts['moved'] + counts['already_done'])]
+            if counts['in_flight']:
+                said.append('%d still in flight (they go on in the backend; a rerun adopts them)' % counts['in_flight'])
+            if counts['not_started']:
+                said.append('%d not started' % counts['not_started'])
+            if failed:
+                reasons = '; '.join('%s: %s' % (s['name'], s['message']) for s in failed)
+                said.append('%d failed (%s)' % (len(failed), reasons))
+            message = 'The run on %s ended early: %s. %s.' % (host, ended.msg, ', '.join(said))
+        if self.service.still_disabled():
+            message += (' The host %s is still disabled: enabling its service again failed (%s). Enable it with %s.'
+                        % (host, self.service.restore_error, self.service.remedy()))
+        return message
+
+    def _result(self, changed, plan, capacity, check_mode=False, would_change=None):
+        record, window = self.record, self.window
+        count = self.backend.request_count()
+        counts = record.counts()
+        totals = dict((outcome, counts[outcome]) for outcome in (
+            'moved', 'already_done', 'skipped', 'failed', 'in_flight', 'not_started', 'planned'))
+        totals.update({
+            'seconds': round(self.clock.monotonic() - self.started, 3),
+            'api_requests': (count - (self.requests_at_start or 0)) if count is not None else None,
+            'max_in_flight': window.max_in_flight, 'window': window.size, 'polls': window.polls,
+            'failed_polls': window.failed_polls,
+        })
+        return {
+            'changed': changed, 'host': self.request.host, 'mode': self.request.mode, 'plan': plan.entries(),
+            'capacity': capacity, 'servers': list(record.servers.values()), 'totals': totals,
+            'service': self.service.report(check_mode, would_change),
+            'backend': self.backend.name, 'location': self.backend.location(),
+        }

@@ -1,0 +1,81 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the caller of a drain or evacuation asks (host_evacuate's options), and its validation.
+
+`retry_budget` (seconds, default 60, 0 = no tolerance): how long the shared progress read may keep
+failing before the run ends with its record (drain_window.py); also how long a failed service restore
+is tried again (drain_service.py).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import POLICIES
+
+
+class MoveRequest(object):
+    """What the caller wants (the module's options).  Defaults as documented in host_evacuate."""
+
+    FIELDS = dict(
+        host=None, mode='drain', target_host=None, window=None, deadline=600, deadline_action='abort',
+        cold_fallback=True, block_migration='auto', suspended_policy='move', shelved_policy='move',
+        rescued_policy='fail', error_policy='skip', disable=True, disabled_reason=None,
+        restore_service_on_failure=True, fenced=False, force_down=False, power_state='keep',
+        lock_during_move=True, instances=None, poll_interval=0.4, progress_file=None, timeout=3600,
+        retry_budget=60,
+    )
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.FIELDS)
+        if unknown:
+            raise TypeError('unknown MoveRequest fields: %s' % ', '.join(sorted(unknown)))
+        for key, default in self.FIELDS.items():
+            value = kwargs.get(key)
+            setattr(self, key, default if value is None else value)
+
+    def policy_for(self, state):
+        return {states.SUSPENDED: self.suspended_policy, states.SHELVED: self.shelved_policy,
+                states.RESCUED: self.rescued_policy, states.ERROR: self.error_policy}.get(state)
+
+    def as_dict(self):
+        return dict((key, getattr(self, key)) for key in self.FIELDS)
+
+
+def validate_request(request, backend_name=None):
+    """Refuse bad or contradictory input before anything is contacted."""
+    if not request.host:
+        raise InvalidRequest('host is required.')
+    if request.mode not in ('drain', 'evacuate'):
+        raise InvalidRequest("mode must be drain or evacuate, not '%s'." % request.mode)
+    if request.target_host is not None and request.target_host == request.host:
+        raise InvalidRequest('target_host is the host being emptied (%s).' % request.host)
+    if request.window is not None and request.window < 1:
+        raise InvalidRequest('window must be at least 1, got %s.' % request.window)
+    for name in ('deadline', 'timeout', 'poll_interval'):
+        if getattr(request, name) <= 0:
+            raise InvalidRequest('%s must be a positive number of seconds, got %s.' % (name, getattr(request, name)))
+    if request.retry_budget < 0:
+        raise InvalidRequest('retry_budget must be 0 (no tolerance) or a positive number of seconds, got %s.'
+                             % request.retry_budget)
+    if request.deadline_action not in ('abort', 'force_complete'):
+        raise InvalidRequest("deadline_action must be abort or force_complete, not '%s'." % request.deadline_action)
+    for name in ('suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy'):
+        if getattr(request, name) not in POLICIES:
+            raise InvalidRequest('%s must be one of %s.' % (name, ', '.join(POLICIES)))
+    if request.power_state not in ('keep', 'running', 'stopped'):
+        raise InvalidRequest("power_state must be keep, running or stopped, not '%s'." % request.power_state)
+    if request.mode == 'drain':
+        for name in ('fenced', 'force_down'):
+            if getattr(request, name):
+                raise InvalidRequest('%s applies to mode=evacuate only.' % name)
+        if request.power_state != 'keep':
+            raise InvalidRequest('power_state applies to mode=evacuate only; a drain keeps each power state.')
+    if request.force_down and not request.fenced:
+        raise InvalidRequest('force_down needs fenced=true: forcing a host down while its instances may still '
+                             'run there risks two copies of each instance. Fence the host first, then say so.')
+    if request.disabled_reason is not None and not request.disable:
+        raise InvalidRequest('disabled_reason needs disable=true.')
