@@ -122,7 +122,8 @@ class MoveBackend(abc.ABC):
 
     @abc.abstractmethod
     def poll(self, handles):
-        """ONE shared read for all handles: {handle.id: MoveStatus}.  A missing id means no news."""
+        """ONE shared read for all handles: {handle.id: MoveStatus}.  A missing id means no news.  It may
+        raise any errors.VmopsError: the core keeps the moves and reads again next cycle (retry_budget)."""
 
     @abc.abstractmethod
     def abort(self, handle):
