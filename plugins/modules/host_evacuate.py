@@ -336,14 +336,13 @@ def main():
 REQUEST_KEYS = ('host', 'mode', 'target_host', 'window', 'deadline', 'deadline_action', 'cold_fallback',
                 'block_migration', 'suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy',
                 'disable', 'disabled_reason', 'restore_service_on_failure', 'fenced', 'force_down',
-                'power_state', 'lock_during_move', 'instances', 'poll_interval', 'progress_file', 'timeout')
+                'power_state', 'lock_during_move', 'instances', 'poll_interval', 'progress_file', 'timeout',
+                'retry_budget')
 
 
 def converge(module):
     params = module.params
     fields = dict((key, params[key]) for key in REQUEST_KEYS)
-    if fields['lock_during_move'] is None:
-        fields['lock_during_move'] = params['mode'] == 'evacuate'
     request = moves.MoveRequest(**fields)
     backend_name = chosen_backend(params)
     if backend_name == 'openstack':
@@ -360,8 +359,7 @@ def converge(module):
             if isinstance(error, InvalidRequest):
                 raise
             details = dict(error.details)
-            changed = bool(details.get('servers')) or bool((details.get('service') or {}).get('after') !=
-                                                           (details.get('service') or {}).get('before'))
+            changed = details.pop('changed', False)
             module.fail_json(msg=error.msg, changed=changed, **details)
 
 

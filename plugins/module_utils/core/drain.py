@@ -47,6 +47,7 @@ class DrainRun(object):
         self.service = HostService(backend, request, clock)
         self.record = DrainRecord(request, clock)
         self.window = Window(backend, request, clock, self.record, self.started + request.timeout)
+        self.released_locks = []
 
     def go(self, check_mode):
         request, backend = self.request, self.backend
@@ -70,6 +71,7 @@ class DrainRun(object):
         self.window.load(movers)
         failure = None
         try:
+            self.released_locks = backend.release_stale_locks(request.host)
             self.service.apply(changes)
             self.window.drive()
         except RunEnded as ended:
@@ -81,7 +83,8 @@ class DrainRun(object):
         failed = self.record.with_outcome('failed')
         if (failure is not None or failed) and request.restore_service_on_failure and self.service.disabled_by_us:
             self.service.restore()
-        result = self._result(self.record.sent_anything() or self.service.changed, plan, capacity)
+        result = self._result(self.record.sent_anything() or self.service.changed or bool(self.released_locks),
+                              plan, capacity)
         if failure is not None and not isinstance(failure, VmopsError):
             raise failure
         if failure is not None or failed:
@@ -128,4 +131,5 @@ class DrainRun(object):
             'capacity': capacity, 'servers': list(record.servers.values()), 'totals': totals,
             'service': self.service.report(check_mode, would_change),
             'backend': self.backend.name, 'location': self.backend.location(),
+            'released_locks': self.released_locks,
         }

@@ -25,7 +25,7 @@ class MoveRequest(object):
         cold_fallback=True, block_migration='auto', suspended_policy='move', shelved_policy='move',
         rescued_policy='fail', error_policy='skip', disable=True, disabled_reason=None,
         restore_service_on_failure=True, fenced=False, force_down=False, power_state='keep',
-        lock_during_move=True, instances=None, poll_interval=0.4, progress_file=None, timeout=3600,
+        lock_during_move=None, instances=None, poll_interval=0.4, progress_file=None, timeout=3600,
         retry_budget=60,
     )
 

@@ -147,6 +147,12 @@ class MoveBackend(abc.ABC):
         """None when a live move aborted at its deadline may be retried cold, else the reason why not."""
         return None
 
+    def release_stale_locks(self, host):
+        """Release the locks a run of ours on `host` took and did not live to release (it was killed),
+        on servers no longer on the host; never a lock with another reason.  Called once per run,
+        not in check mode; returns [{id, name, reason}] of the locks released."""
+        return []
+
     def capacity(self, host, subjects):
         """Room on the candidate hosts: [{host, fits (bool or None), free: {...}, needed: {...}}]."""
         return []

@@ -292,7 +292,10 @@ class OpenStackMoves(moves.MoveBackend):
         """The verbs of one move, in order.  'move' is the move itself; 'lock' / 'unlock' wrap it when
         the run locks the server (lock_during_move), or when a dead run of ours left it locked."""
         stale = bool(subject.details.get('stale_lock'))
-        lock = not subject.locked and not stale and bool(options.lock_during_move)
+        wanted = options.lock_during_move
+        if wanted is None:      # by mode: evacuations lock, drains do not
+            wanted = move == moves.EVACUATE
+        lock = not subject.locked and not stale and bool(wanted)
         if move == moves.EVACUATE:
             steps = ['move']
             wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
@@ -318,6 +321,22 @@ class OpenStackMoves(moves.MoveBackend):
 
     def lock_reason(self, host):
         return '%s%s:%s' % (LOCK_PREFIX, host, self.run_id)
+
+    def release_stale_locks(self, host):
+        """Unlock the servers a dead run of ours on `host` left locked and that are no longer on it (those
+        still on it are released by their own move).  One read: the locked servers of the cloud (2.73+)."""
+        prefix = '%s%s:' % (LOCK_PREFIX, host)
+        locked = self._call('GET', '/servers/detail', params={'all_tenants': 1, 'locked': 'true'}).json()['servers']
+        released = []
+        for body in locked:
+            reason = body.get('locked_reason') or ''
+            if not reason.startswith(prefix) or reason == self.lock_reason(host):
+                continue
+            if body.get('OS-EXT-SRV-ATTR:host') == host or body.get('OS-EXT-STS:task_state'):
+                continue    # still here (its move releases it), or still moving (a rerun adopts it)
+            self._action(body['id'], 'unlock', ACTIONS['unlock'], body.get('name'), body)
+            released.append({'id': body['id'], 'name': body.get('name'), 'reason': reason})
+        return released
 
     def _send_step(self, handle):
         subject, step = handle.subject, handle.data['steps'][handle.data['step']]
@@ -419,6 +438,7 @@ class OpenStackMoves(moves.MoveBackend):
             # None yet (the conductor creates it a moment after the API accepts), or an earlier move's.
             recordless = time.monotonic() - handle.data.get('sent_at', 0)
             return _ASK_THE_SERVER if recordless > RECORDLESS_GRACE else None
+        handle.data['migration_id'] = record.get('id')
         status = record['status']
         if move == moves.LIVE and status == 'completed':
             return moves.MoveStatus(True, False, None, record.get('dest_compute'), self._state_while_moving(handle))

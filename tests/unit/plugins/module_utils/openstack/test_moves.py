@@ -408,3 +408,19 @@ def test_a_lock_left_by_a_dead_run_of_ours_is_released_and_others_are_kept():
     assert backend._steps(kept, moves.EVACUATE, options) == ['move']                # never touched
     handle = backend.start_move(stale, moves.EVACUATE, None, options)
     assert handle.data['locked_by_us']      # a failure releases it too
+
+
+def test_locks_a_dead_run_left_on_moved_servers_are_released_once():
+    run_by_us = 'vmops.lifecycle:host_evacuate:fake1:dead-run'
+    locked = [dict(server(host='fake2'), id='moved', name='moved', locked=True, locked_reason=run_by_us),
+              dict(server(host='fake1'), id='still-here', locked=True, locked_reason=run_by_us),
+              dict(server(host='fake2', task='migrating'), id='moving', locked=True, locked_reason=run_by_us),
+              dict(server(host='fake2'), id='theirs', locked=True, locked_reason='db team'),
+              dict(server(host='fake2'), id='other-host', locked=True,
+                   locked_reason='vmops.lifecycle:host_evacuate:fake7:dead-run')]
+    backend = om.OpenStackMoves({}, backend=FakeCloud({('GET', '/servers/detail'): {'servers': locked}}))
+    released = backend.release_stale_locks('fake1')
+    assert released == [{'id': 'moved', 'name': 'moved', 'reason': run_by_us}]
+    assert backend.backend.compute.params[0] == {'all_tenants': 1, 'locked': 'true'}
+    assert [(m, url, body) for m, url, body, _ in backend.backend.compute.sent[1:]] == [
+        ('POST', '/servers/moved/action', {'unlock': None})]
