@@ -31,44 +31,31 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import calendar
 import os
 import time
 import uuid
-from email.utils import parsedate_tz, mktime_tz
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest, RequestFailed, ResourceNotFound
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
+    BackendError, InvalidRequest, RequestFailed, ResourceNotFound)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import placement
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (  # noqa: F401 (re-exported)
+    ASK_THE_SERVER, CLOCK_SKEW_MARGIN, CURSOR_MARGIN, MIGRATION_IN_PROGRESS, RECORD_MATCH_SLACK, RECORDLESS_GRACE,
+    MigrationRecords, epoch, iso)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     OpenStackBackend, action_took_effect, observation_from_server)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import ComputeServices, admin_hint, service_view  # noqa: F401 (re-exported)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import (  # noqa: F401 (re-exported)
+    ComputeServices, admin_hint, ensure_service, service_view, validate_service_request)
 
 MOVES_MICROVERSION = '2.84'
 # Locks this collection takes: '<LOCK_PREFIX><host>:<run id>'.  A rerun on the same host releases such
 # locks left by a run that died; a lock with any other reason is never touched.
 LOCK_PREFIX = 'vmops.lifecycle:host_evacuate:'
-CLOCK_SKEW_MARGIN = 60          # seconds subtracted from "now" for changes-since (cloud clocks differ)
-# Seconds before the oldest move in flight that the shared read starts from, once the cloud's clock is
-# known: covers the Date header's 1 s resolution and the API's and database's clocks differing a little.
-CURSOR_MARGIN = 5
-# A migration record counts as this move's when created no earlier than this before the move was sent
-# (in the cloud's clock, whose estimate errs early by up to a second).
-RECORD_MATCH_SLACK = 2
-# Seconds a live move may go without its migration record before the servers list is read for it (a
-# move refused before the conductor created a record would otherwise wait for its deadline).
-RECORDLESS_GRACE = 3.0
-_ASK_THE_SERVER = object()
 
 # task_state values that mean a move of the server is in flight (a rerun adopts them).
 MOVE_TASKS = ('migrating', 'resize_prep', 'resize_migrating', 'resize_migrated', 'resize_finish',
               'rebuilding', 'rebuild_spawning', 'rebuild_block_device_mapping', 'shelving_offloading')
-
-# Migration record statuses of a move the compute is still working on ('finished' is a cold migration
-# waiting for its confirm: the server shows VERIFY_RESIZE, which the step machine handles).
-MIGRATION_IN_PROGRESS = ('queued', 'preparing', 'running', 'accepted', 'pre-migrating', 'migrating', 'post-migrating',
-                         'confirming')
 
 # Nova cold-migrates only ACTIVE and STOPPED servers, live-migrates ACTIVE and PAUSED ones, and
 # evacuates ACTIVE, STOPPED and ERROR ones (nova/compute/api.py, API.evacuate: check_instance_state
@@ -108,10 +95,7 @@ class OpenStackMoves(moves.MoveBackend):
         self.services = ComputeServices(self.backend)
         self.run_id = run_id()
         self.stale_locks = {}         # server id -> the reason of a lock a dead run of ours left
-        self._since = None
-        self._cloud_offset = None     # the cloud's clock minus ours, from a Date header (None: unknown)
-        self._missed = False          # the last shared read left out a move in flight
-        self.host = None
+        self.records = MigrationRecords(self._call)
 
     # plumbing ----------------------------------------------------------------------------------
 
@@ -175,10 +159,8 @@ class OpenStackMoves(moves.MoveBackend):
     # listing and planning ------------------------------------------------------------------------
 
     def list_on_host(self, host):
-        self.host = host
-        self._since = time.time() - CLOCK_SKEW_MARGIN
         response = self._call('GET', '/servers/detail', params={'host': host, 'all_tenants': 1})
-        self._cloud_offset = _clock_offset(response)
+        self.records.start(host, response)
         servers = response.json()['servers']
         subjects = [self._subject(body, host) for body in servers]
         # A cold migration off the host that waits for its confirm already shows the target as the
@@ -260,7 +242,7 @@ class OpenStackMoves(moves.MoveBackend):
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
                                   state_before=subject.state, locked_by_us=bool(subject.details.get('stale_lock')),
-                                  changed_after=self._cloud_now(), sent_at=time.monotonic(),
+                                  changed_after=self.records.cloud_now(), sent_at=time.monotonic(),
                                   before=self._body_of(subject))
         try:
             self._send_step(handle)
@@ -379,7 +361,7 @@ class OpenStackMoves(moves.MoveBackend):
                                       steps=['move', 'confirm'] + (['unlock'] if stale else []),
                                       step=0, options=None, state_before=subject.state, locked_by_us=stale,
                                       resolved_move=moves.COLD, was_done=True,
-                                      changed_after=_epoch(subject.details.get('updated')))
+                                      changed_after=epoch(subject.details.get('updated')))
             return handle
         task = subject.task or ''
         kind = moves.COLD if task.startswith('resize') else moves.EVACUATE if task.startswith('rebuild') else \
@@ -390,7 +372,7 @@ class OpenStackMoves(moves.MoveBackend):
             steps.append('unlock')
         return moves.MoveHandle(subject, moves.ADOPT, None, steps=steps, step=0, options=None,
                                 state_before=subject.state, locked_by_us=stale, resolved_move=kind,
-                                changed_after=_epoch(subject.details.get('updated')))
+                                changed_after=epoch(subject.details.get('updated')))
 
     def poll(self, handles):
         """One or two shared reads for all handles, never one per server:
@@ -399,21 +381,21 @@ class OpenStackMoves(moves.MoveBackend):
              after it has settled the server, and only then frees the compute's migration slot;
           2. only when some handle needs it (any other step, a record that ended badly, a move with no
              record yet), the servers changed since the oldest of those moves began."""
-        records = self._latest_migrations()
+        records = self.records.latest()
         out, by_server = {}, []
         for handle in handles:
-            verdict = self._record_status(handle, records.get(handle.id))
-            if verdict is _ASK_THE_SERVER:
+            verdict = self.records.record_status(handle, records.get(handle.id))
+            if verdict is ASK_THE_SERVER:
                 by_server.append(handle)
             elif verdict is not None:
                 out[handle.id] = verdict
         if not by_server:
             return out
-        params = {'all_tenants': 1, 'changes-since': _iso(self._cursor(by_server))}
+        params = {'all_tenants': 1, 'changes-since': iso(self.records.cursor(by_server))}
         bodies = dict((s['id'], s) for s in self._call('GET', '/servers/detail', params=params).json()['servers'])
         # A moving server always has a change after its move began; one left out means some clock (a
         # compute's) is further off than the margin: the next read goes back to the broad cursor.
-        self._missed = any(handle.id not in bodies for handle in by_server)
+        self.records.missed = any(handle.id not in bodies for handle in by_server)
         for handle in by_server:
             body = bodies.get(handle.id)
             status = self._status_of(handle, body) if body is not None else None
@@ -425,65 +407,10 @@ class OpenStackMoves(moves.MoveBackend):
             out[handle.id] = status
         return out
 
-    def _record_status(self, handle, record):
-        """What the migration record alone says of a live move or a confirm: a done MoveStatus, None while
-        it goes on, or _ASK_THE_SERVER (any other step, a record that ended badly, none yet after a grace)."""
-        step = handle.data['steps'][handle.data['step']]
-        move = handle.data.get('resolved_move', handle.move)
-        mark = handle.data.get('changed_after')
-        if mark is None or (move, step) not in ((moves.LIVE, 'move'), (moves.COLD, 'confirm')):
-            return _ASK_THE_SERVER
-        created = _epoch(record.get('created_at')) if record else None
-        if created is None or created < mark - RECORD_MATCH_SLACK:
-            # None yet (the conductor creates it a moment after the API accepts), or an earlier move's.
-            recordless = time.monotonic() - handle.data.get('sent_at', 0)
-            return _ASK_THE_SERVER if recordless > RECORDLESS_GRACE else None
-        handle.data['migration_id'] = record.get('id')
-        status = record['status']
-        if move == moves.LIVE and status == 'completed':
-            return moves.MoveStatus(True, False, None, record.get('dest_compute'), self._state_while_moving(handle))
-        if move == moves.COLD and status == 'confirmed':
-            return moves.MoveStatus(True, False, None, record.get('dest_compute'), handle.data['state_before'])
-        if status in MIGRATION_IN_PROGRESS or status == 'finished':
-            return None
-        return _ASK_THE_SERVER      # error, failed, cancelled: the server says where it is and why
-
-    @staticmethod
-    def _state_while_moving(handle):
-        """A live move keeps the power state it began in: the original one, or running after a resume or
-        an unrescue step."""
-        earlier = handle.data['steps'][:handle.data['step']]
-        return states.RUNNING if ('resume' in earlier or 'unrescue' in earlier) else handle.data['state_before']
-
-    def _cloud_now(self):
-        """Now in the cloud's clock, or None when its offset is unknown."""
-        return None if self._cloud_offset is None else time.time() + self._cloud_offset
-
-    def _cursor(self, handles):
-        """changes-since for the shared read: just before the oldest move in flight, in the cloud's clock;
-        the run's start less CLOCK_SKEW_MARGIN (in ours) when any of them cannot be placed in the cloud's
-        clock, or when the last read left one out."""
-        broad = self._since or time.time() - CLOCK_SKEW_MARGIN
-        marks = [h.data.get('changed_after') for h in handles]
-        if self._missed or not marks or any(mark is None for mark in marks):
-            return broad
-        return min(marks) - CURSOR_MARGIN
-
     def _has_record(self, handle):
         step = handle.data['steps'][handle.data['step']]
         move = handle.data.get('resolved_move', handle.move)
         return step in ('move', 'confirm') and move in (moves.LIVE, moves.COLD, moves.EVACUATE)
-
-    def _latest_migrations(self):
-        """instance_uuid -> its newest migration record off the host, changed since the run started (a
-        minute's margin: the list holds one record per move, it stays light)."""
-        params = {'source_compute': self.host, 'changes-since': _iso(self._since or time.time() - CLOCK_SKEW_MARGIN)}
-        latest = {}
-        for record in self._call('GET', '/os-migrations', params=params).json()['migrations']:
-            known = latest.get(record['instance_uuid'])
-            if known is None or record['id'] > known['id']:
-                latest[record['instance_uuid']] = record
-        return latest
 
     def _status_of(self, handle, body):
         status, task = body.get('status'), body.get('OS-EXT-STS:task_state')
@@ -652,77 +579,3 @@ def _text(response):
         return response.text[:200]
 
 
-def _iso(epoch):
-    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
-
-
-def _epoch(text):
-    """Nova's ISO 8601 UTC timestamp ('2026-11-21T20:14:03Z') as epoch seconds, None if unreadable."""
-    try:
-        return calendar.timegm(time.strptime((text or '').rstrip('Z')[:19], '%Y-%m-%dT%H:%M:%S'))
-    except ValueError:
-        return None
-
-
-def _clock_offset(response):
-    """The cloud's clock minus ours, from the response's Date header (None without one).  The header is
-    whole seconds, truncated, so the estimate errs early, the safe side for changes-since."""
-    parsed = parsedate_tz((getattr(response, 'headers', None) or {}).get('Date') or '')
-    if parsed is None:
-        return None
-    return mktime_tz(parsed) - time.time()
-
-
-# host_service ------------------------------------------------------------------------------------
-
-def validate_service_request(params):
-    """Refuse bad input for host_service before connecting."""
-    if params.get('backend') == 'libvirt' or params.get('libvirt_uri'):
-        raise InvalidRequest('host_service controls a Nova compute service; libvirt has no compute service to '
-                             'disable or force down (to keep new domains off a libvirt host, stop defining them '
-                             'there). Use the OpenStack backend (cloud/auth).')
-    if params.get('state') is None and params.get('forced_down') is None:
-        raise InvalidRequest('Nothing asked: set state (enabled/disabled) and/or forced_down.')
-    if params.get('disabled_reason') is not None and params.get('state') != 'disabled':
-        raise InvalidRequest('disabled_reason needs state=disabled (Nova clears the reason on enable).')
-    if params.get('forced_down') and not params.get('fenced'):
-        raise InvalidRequest('forced_down=true needs fenced=true: marking a host down lets Nova evacuate its '
-                             'instances elsewhere, so first make sure the host is powered off or isolated '
-                             '(fenced), then say so.')
-
-
-def ensure_service(backend, params, check_mode=False):
-    """Converge one compute service (status, reason, forced_down); returns the module result."""
-    host, binary = params['host'], params.get('binary') or 'nova-compute'
-    before = backend.find_service(host, binary)
-    if before is None:
-        raise InvalidRequest('No %s service on host %s in %s.' % (binary, host, backend.location()))
-    wanted_disabled = None if params.get('state') is None else params['state'] == 'disabled'
-    change = {}
-    if wanted_disabled is not None and (before['status'] == 'disabled') != wanted_disabled:
-        change['disabled'] = wanted_disabled
-    reason = params.get('disabled_reason')
-    if wanted_disabled and reason is not None and before['disabled_reason'] != reason:
-        change['disabled'] = True
-    if params.get('forced_down') is not None and before['forced_down'] != params['forced_down']:
-        change['forced_down'] = params['forced_down']
-    after = before
-    if change and not check_mode:
-        after = backend.update_service(before, disabled=change.get('disabled'),
-                                       reason=reason if change.get('disabled') else None,
-                                       forced_down=change.get('forced_down'))
-    elif change:
-        after = dict(before)
-        if 'disabled' in change:
-            after['status'] = 'disabled' if change['disabled'] else 'enabled'
-            after['disabled_reason'] = reason if change['disabled'] else None
-        if 'forced_down' in change:
-            after['forced_down'] = change['forced_down']
-            after['state'] = 'down' if change['forced_down'] else '(reported by the service within its report interval)'
-    keys = ('status', 'disabled_reason', 'forced_down', 'state')
-    return {
-        'changed': bool(change),
-        'service': {'before': before, 'after': after},
-        'api_requests': backend.request_count(),
-        'diff': {'before': dict((k, before[k]) for k in keys), 'after': dict((k, after[k]) for k in keys)},
-    }

@@ -204,21 +204,21 @@ def service_backend(**changes):
 
 def test_ensure_service_check_apply_and_unchanged():
     backend = service_backend()
-    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
+    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
                                check_mode=True)
     assert result['changed'] and result['service']['after']['status'] == 'disabled'
     assert [entry[0] for entry in backend.backend.compute.sent] == ['GET']
-    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
     assert backend.backend.compute.sent[-1][:3] == ('PUT', '/os-services/svc-1',
                                                     {'status': 'disabled', 'disabled_reason': 'why'})
     backend = service_backend(status='disabled', disabled_reason='why')
-    result = om.ensure_service(backend, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
     assert not result['changed'] and len(backend.backend.compute.sent) == 1
 
 
 def test_ensure_service_forced_down():
     backend = service_backend()
-    om.ensure_service(backend, {'host': 'fake1', 'forced_down': True, 'fenced': True})
+    om.ensure_service(backend.services, {'host': 'fake1', 'forced_down': True, 'fenced': True})
     assert backend.backend.compute.sent[-1][2] == {'forced_down': True}
 
 
@@ -271,13 +271,13 @@ def test_poll_cursor_follows_the_oldest_move_in_the_clouds_clock(monkeypatch):
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
     clock.now += 30
     assert backend.poll([handle]) == {}
-    assert _since_of_last_poll(compute) == om._iso(1800000000.0 + 100 + 1000 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == om.iso(1800000000.0 + 100 + 1000 - om.CURSOR_MARGIN)
 
 
 def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
     clock = FakeClock(1800000000.0)
     monkeypatch.setattr(om.time, 'time', clock)
-    broad = om._iso(1800000000.0 - om.CLOCK_SKEW_MARGIN)
+    broad = om.iso(1800000000.0 - om.CLOCK_SKEW_MARGIN)
     # No Date header: the run's start less CLOCK_SKEW_MARGIN.
     answers = {('GET', '/servers/detail'): {'servers': []}, ('GET', '/os-migrations'): {'migrations': []}}
     backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
@@ -293,23 +293,23 @@ def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
     backend.list_on_host('fake1')
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
     backend.poll([handle])          # tight, and the server is not listed
-    assert _since_of_last_poll(compute) == om._iso(1800000100.0 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == om.iso(1800000100.0 - om.CURSOR_MARGIN)
     backend.poll([handle])
-    assert _since_of_last_poll(compute) == om._iso(clock.now - om.CLOCK_SKEW_MARGIN)
+    assert _since_of_last_poll(compute) == om.iso(clock.now - om.CLOCK_SKEW_MARGIN)
     answers[('GET', '/servers/detail')]['servers'] = [server(host='fake1', task='migrating', status='MIGRATING')]
     backend.poll([handle])          # broad, listed again
     backend.poll([handle])          # so tight again
-    assert _since_of_last_poll(compute) == om._iso(1800000100.0 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == om.iso(1800000100.0 - om.CURSOR_MARGIN)
 
 
 def test_adopted_move_cursor_from_the_servers_own_update():
     backend = om.OpenStackMoves({}, backend=FakeCloud())
-    backend._cloud_offset = 0.0
+    backend.records.cloud_offset = 0.0
     found = moves.MoveSubject('id-1', 'vm1', states.RUNNING, 'migrating', 'fake1', False,
                               {'move_in_flight': True, 'updated': '2027-01-15T08:00:00Z'})
     handle = backend.adopt(found)
     assert handle.data['changed_after'] == 1800000000
-    assert backend._cursor([handle]) == 1800000000 - om.CURSOR_MARGIN
+    assert backend.records.cursor([handle]) == 1800000000 - om.CURSOR_MARGIN
 
 
 def _record(status, created='2027-01-15T08:01:41Z', dest='fake3', record_id=9):
