@@ -74,31 +74,32 @@ class Rescuer(abc.ABC):
 
     @classmethod
     def for_request(cls, backend, request):     # pylint: disable=unused-argument
-        """The driver for this run (over the backend's one connection)."""
+        """The driver for this run (over the backend's one connection).  The verbs' arguments are
+        positional: each backend names them in its own words (a server id, a libvirt domain)."""
         return cls(backend)
 
     @abc.abstractmethod
-    def settled(self, ref, deadline):
+    def settled(self, ref, deadline, /):
         """RescueStatus once the instance is not busy (waits within deadline)."""
 
     @abc.abstractmethod
-    def safe_status(self, ref):
+    def safe_status(self, ref, /):
         """RescueStatus, or None when it cannot be read (used while reporting a failure)."""
 
     @abc.abstractmethod
-    def prepare(self, ref, status, request):
+    def prepare(self, ref, status, request, /):
         """What the rescue needs (names resolved, checks done); InvalidRequest when it cannot be done."""
 
     @abc.abstractmethod
-    def check_unrescuable(self, ref, status):
+    def check_unrescuable(self, ref, status, /):
         """InvalidRequest when the rescued instance cannot be unrescued as it is."""
 
     @abc.abstractmethod
-    def rescue(self, ref, status, prepared, request, deadline):
+    def rescue(self, ref, status, prepared, request, deadline, /):
         """Rescue; returns the RescueStatus after (the rescue guest runs)."""
 
     @abc.abstractmethod
-    def unrescue(self, ref, status, request, deadline):
+    def unrescue(self, ref, status, request, deadline, /):
         """Unrescue; returns the RescueStatus after."""
 
 

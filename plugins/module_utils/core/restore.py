@@ -24,7 +24,7 @@ import time
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.engine import StateRequest, ensure_state
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InstanceLocked, InstanceNotFound, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, public
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import public
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
 
 RESTORED_FROM_KEY = 'vmops_restored_from'
@@ -199,35 +199,35 @@ class Restorer(abc.ABC):
         return cls(backend)
 
     @abc.abstractmethod
-    def find(self, identifier):
+    def find(self, identifier, /):
         """ref or None."""
 
     @abc.abstractmethod
-    def status(self, ref):
+    def status(self, ref, /):
         """InstanceStatus (read-only)."""
 
     @abc.abstractmethod
-    def snapshot(self, ref, request):
+    def snapshot(self, ref, request, /):
         """The snapshot record (InvalidRequest: unknown, not verified)."""
 
     @abc.abstractmethod
-    def owner(self, record):
+    def owner(self, record, /):
         """The instance ID the snapshot was taken of (None: unknown)."""
 
     @abc.abstractmethod
-    def plan_restore(self, ref, before, record, request):
+    def plan_restore(self, ref, before, record, request, /):
         """dict; refuses what cannot be done; reads only."""
 
     @abc.abstractmethod
-    def restore(self, ref, before, record, plan, request, deadline):
+    def restore(self, ref, before, record, plan, request, deadline, /):
         """(InstanceStatus after, timings)."""
 
     @abc.abstractmethod
-    def plan_relaunch(self, record, request):
+    def plan_relaunch(self, record, request, /):
         """dict; reads only."""
 
     @abc.abstractmethod
-    def relaunch(self, record, plan, request, deadline):
+    def relaunch(self, record, plan, request, deadline, /):
         """(InstanceStatus after, timings)."""
 
     def request_count(self):

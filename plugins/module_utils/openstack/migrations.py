@@ -106,7 +106,6 @@ def state_while_moving(handle):
     return states.RUNNING if ('resume' in earlier or 'unrescue' in earlier) else handle.data['state_before']
 
 
-
 def iso(epoch):
     return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
 

@@ -37,16 +37,13 @@ import uuid
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
-    BackendError, InvalidRequest, RequestFailed, ResourceNotFound)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, RequestFailed, ResourceNotFound
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import placement
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (  # noqa: F401 (re-exported)
-    ASK_THE_SERVER, CLOCK_SKEW_MARGIN, CURSOR_MARGIN, MIGRATION_IN_PROGRESS, RECORD_MATCH_SLACK, RECORDLESS_GRACE,
-    MigrationRecords, epoch, iso)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (
+    ASK_THE_SERVER, MIGRATION_IN_PROGRESS, MigrationRecords, epoch, iso)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
     OpenStackBackend, action_took_effect, observation_from_server)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import (  # noqa: F401 (re-exported)
-    ComputeServices, admin_hint, ensure_service, service_view, validate_service_request)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import ComputeServices, admin_hint
 
 MOVES_MICROVERSION = '2.84'
 # Locks this collection takes: '<LOCK_PREFIX><host>:<run id>'.  A rerun on the same host releases such
@@ -577,5 +574,3 @@ def _text(response):
         return '; '.join(str(v.get('message', v)) if isinstance(v, dict) else str(v) for v in body.values()).rstrip('.')
     except ValueError:
         return response.text[:200]
-
-

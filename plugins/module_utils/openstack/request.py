@@ -36,11 +36,9 @@ LIBRARY_IMPORT_ERROR = None
 try:
     import openstack
     from keystoneauth1 import exceptions as ksa_exceptions
-    from openstack import exceptions as sdk_exceptions
 except ImportError:
     openstack = None
     ksa_exceptions = None
-    sdk_exceptions = None
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
 
 LIBRARY = 'openstacksdk'
@@ -200,16 +198,16 @@ class RequestLayer(object):
             return _Transient('no' if status == 429 else 'maybe', _service_message(response), status,
                               retry_after=_retry_after(response))
         cls = ResourceNotFound if status == 404 else RequestFailed
-        raise cls('%s refused %s %s (HTTP %d): %s' % (SERVICE_NAMES.get(service, service), method, path, status,
-                                                     _service_message(response)),
+        message = _service_message(response)
+        raise cls('%s refused %s %s (HTTP %d): %s' % (SERVICE_NAMES.get(service, service), method, path, status, message),
                   service=service, method=method, path=path, http_status=status,
-                  service_message=_service_message(response), attempts=attempt, sent='yes')
+                  service_message=message, attempts=attempt, sent='yes')
 
     def _classify_exception(self, service, method, path, error):
         if ksa_exceptions is not None:
             if isinstance(error, ksa_exceptions.SSLError):
-                raise ConnectionFailed('TLS to the %s endpoint failed: %s (check validate_certs, ca_cert)'
-                                       % (SERVICE_NAMES.get(service, service), _first_line(error)), service=service)
+                raise ConnectionFailed('TLS to the %s endpoint failed: %s (check validate_certs, ca_cert)' % (
+                    SERVICE_NAMES.get(service, service), _first_line(error)), service=service)
             if isinstance(error, (ksa_exceptions.ConnectionError, ksa_exceptions.RetriableConnectionFailure)):
                 return _Transient('no' if _never_sent(error) else 'maybe', _first_line(error), None)
             if isinstance(error, ksa_exceptions.Unauthorized):

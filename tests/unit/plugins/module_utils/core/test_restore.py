@@ -16,7 +16,6 @@ from ansible_collections.vmops.lifecycle.tests.unit.fakes import (
     NAMED_LIBVIRT as LIBVIRT, NAMED_OPENSTACK as OPENSTACK, FinderBackend)
 
 
-
 def restore_request(**changes):
     base = dict(identifier='web1', snapshot='snap-a', series=None, relaunch_missing=False, power_state='keep',
                 force=False, allow_other_instance=False, availability_zone=None, backup_dir=None,

@@ -11,7 +11,9 @@ import pytest
 pytest.importorskip('openstack')
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import migrations as mig  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import moves as om  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import services  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest  # noqa: E402
 from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock, FakeCloud  # noqa: E402
 
@@ -197,28 +199,28 @@ SERVICE = {'id': 'svc-1', 'host': 'fake1', 'binary': 'nova-compute', 'status': '
 
 def service_backend(**changes):
     body = dict(SERVICE, **changes)
-    return om.OpenStackMoves({}, backend=FakeCloud({('GET', '/os-services'): {'services': [body]},
-                                                      ('PUT', '/os-services/svc-1'): {'service': dict(
-                                                          body, status='disabled', disabled_reason='why')}}))
+    answers = {('GET', '/os-services'): {'services': [body]},
+               ('PUT', '/os-services/svc-1'): {'service': dict(body, status='disabled', disabled_reason='why')}}
+    return om.OpenStackMoves({}, backend=FakeCloud(answers))
 
 
 def test_ensure_service_check_apply_and_unchanged():
     backend = service_backend()
-    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
+    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
                                check_mode=True)
     assert result['changed'] and result['service']['after']['status'] == 'disabled'
     assert [entry[0] for entry in backend.backend.compute.sent] == ['GET']
-    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
     assert backend.backend.compute.sent[-1][:3] == ('PUT', '/os-services/svc-1',
                                                     {'status': 'disabled', 'disabled_reason': 'why'})
     backend = service_backend(status='disabled', disabled_reason='why')
-    result = om.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
     assert not result['changed'] and len(backend.backend.compute.sent) == 1
 
 
 def test_ensure_service_forced_down():
     backend = service_backend()
-    om.ensure_service(backend.services, {'host': 'fake1', 'forced_down': True, 'fenced': True})
+    services.ensure_service(backend.services, {'host': 'fake1', 'forced_down': True, 'fenced': True})
     assert backend.backend.compute.sent[-1][2] == {'forced_down': True}
 
 
@@ -230,7 +232,7 @@ def test_ensure_service_forced_down():
 ])
 def test_service_bad_input(params, text):
     with pytest.raises(InvalidRequest) as caught:
-        om.validate_service_request(params)
+        services.validate_service_request(params)
     assert text in caught.value.msg
 
 
@@ -271,13 +273,13 @@ def test_poll_cursor_follows_the_oldest_move_in_the_clouds_clock(monkeypatch):
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
     clock.now += 30
     assert backend.poll([handle]) == {}
-    assert _since_of_last_poll(compute) == om.iso(1800000000.0 + 100 + 1000 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == mig.iso(1800000000.0 + 100 + 1000 - mig.CURSOR_MARGIN)
 
 
 def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
     clock = FakeClock(1800000000.0)
     monkeypatch.setattr(om.time, 'time', clock)
-    broad = om.iso(1800000000.0 - om.CLOCK_SKEW_MARGIN)
+    broad = mig.iso(1800000000.0 - mig.CLOCK_SKEW_MARGIN)
     # No Date header: the run's start less CLOCK_SKEW_MARGIN.
     answers = {('GET', '/servers/detail'): {'servers': []}, ('GET', '/os-migrations'): {'migrations': []}}
     backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
@@ -293,13 +295,13 @@ def test_poll_cursor_broad_without_a_date_header_or_after_a_miss(monkeypatch):
     backend.list_on_host('fake1')
     handle = backend.start_move(subject(state=states.STOPPED), moves.COLD, None, request())
     backend.poll([handle])          # tight, and the server is not listed
-    assert _since_of_last_poll(compute) == om.iso(1800000100.0 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == mig.iso(1800000100.0 - mig.CURSOR_MARGIN)
     backend.poll([handle])
-    assert _since_of_last_poll(compute) == om.iso(clock.now - om.CLOCK_SKEW_MARGIN)
+    assert _since_of_last_poll(compute) == mig.iso(clock.now - mig.CLOCK_SKEW_MARGIN)
     answers[('GET', '/servers/detail')]['servers'] = [server(host='fake1', task='migrating', status='MIGRATING')]
     backend.poll([handle])          # broad, listed again
     backend.poll([handle])          # so tight again
-    assert _since_of_last_poll(compute) == om.iso(1800000100.0 - om.CURSOR_MARGIN)
+    assert _since_of_last_poll(compute) == mig.iso(1800000100.0 - mig.CURSOR_MARGIN)
 
 
 def test_adopted_move_cursor_from_the_servers_own_update():
@@ -309,7 +311,7 @@ def test_adopted_move_cursor_from_the_servers_own_update():
                               {'move_in_flight': True, 'updated': '2027-01-15T08:00:00Z'})
     handle = backend.adopt(found)
     assert handle.data['changed_after'] == 1800000000
-    assert backend.records.cursor([handle]) == 1800000000 - om.CURSOR_MARGIN
+    assert backend.records.cursor([handle]) == 1800000000 - mig.CURSOR_MARGIN
 
 
 def _record(status, created='2027-01-15T08:01:41Z', dest='fake3', record_id=9):
@@ -354,7 +356,7 @@ def test_an_earlier_moves_record_is_not_this_ones(monkeypatch):
     handle = backend.start_move(subject(), moves.LIVE, None, request())
     assert backend.poll([handle]) == {}
     # Past the grace without a record of its own, the server list is read for it.
-    handle.data['sent_at'] -= om.RECORDLESS_GRACE + 1
+    handle.data['sent_at'] -= mig.RECORDLESS_GRACE + 1
     sent = len(backend.backend.compute.sent)
     assert backend.poll([handle]) == {}
     assert _gets(backend, sent) == ['/os-migrations', '/servers/detail']
