@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmops.lifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The libvirt backend: one connection per module run, domains found by name or UUID."""
+"""The libvirt backend: one kept connection per module run (connection.py), domains found by name or UUID."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,23 +9,17 @@ __metaclass__ = type
 
 import os
 import threading
-import traceback
 import uuid
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, ConnectionFailed
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import connection, power
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import LibvirtConnection, act, libvirt
 
-LIBRARY_IMPORT_ERROR = None
-try:
-    import libvirt
-except ImportError:
-    libvirt = None
-    LIBRARY_IMPORT_ERROR = traceback.format_exc()
-
-LIBRARY = 'libvirt-python'
-HAS_LIBRARY = libvirt is not None
-HAS_LIBVIRT = HAS_LIBRARY
+# What common.py asks every backend package (the library is imported once, in connection.py).
+LIBRARY, LIBRARY_IMPORT_ERROR = connection.LIBRARY, connection.LIBRARY_IMPORT_ERROR
+HAS_LIBRARY = HAS_LIBVIRT = connection.HAS_LIBRARY
 # Where a run connects when neither libvirt_uri nor LIBVIRT_DEFAULT_URI says.
 DEFAULT_URI = 'qemu:///system'
 
@@ -75,55 +69,34 @@ class _RebootWatch(object):
             return self._counts.get(domain_uuid, 0)
 
 
-_EVENT_LOOP = {'started': False}
-
-
-def _start_event_loop():
-    """libvirt delivers events only to a process that runs its event loop; once per process."""
-    if _EVENT_LOOP['started']:
-        return
-    libvirt.virEventRegisterDefaultImpl()
-
-    def run():
-        while True:
-            libvirt.virEventRunDefaultImpl()
-
-    threading.Thread(target=run, name='libvirt-events', daemon=True).start()
-    _EVENT_LOOP['started'] = True
-
-
 class LibvirtBackend(Backend):
     model = MODEL
 
     @classmethod
     def from_params(cls, params):
         """The backend for the module options: libvirt_uri, else LIBVIRT_DEFAULT_URI as libvirt reads it."""
-        return cls(params.get('libvirt_uri') or os.environ.get('LIBVIRT_DEFAULT_URI') or DEFAULT_URI)
+        return cls(params.get('libvirt_uri') or os.environ.get('LIBVIRT_DEFAULT_URI') or DEFAULT_URI,
+                   retry_budget=params.get('retry_budget'))
 
-    def __init__(self, uri):
+    def __init__(self, uri, retry_budget=None, connection=None):
         self.uri = uri
         self._reboots = _RebootWatch()
-        self._callback_id = None
-        # libvirt prints every error to stderr by default; we report them ourselves.
-        libvirt.registerErrorHandler(lambda ctx, err: None, None)
-        _start_event_loop()     # must precede open() for the connection to get events
-        try:
-            self.conn = libvirt.open(uri)
-        except libvirt.libvirtError as error:
-            raise ConnectionFailed('Cannot connect to libvirt at %s: %s' % (uri, error.get_error_message()),
-                                   uri=uri, libvirt_error_code=error.get_error_code())
-        self._callback_id = self.conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboots.on_reboot, None)
+        # The run's one connection, kept across libvirtd restarts; the other libvirt files of the run
+        # (snapshot, rescue, restore) use it through `conn`.  (`connection`: one made by a test.)
+        self.conn = connection or LibvirtConnection(uri, retry_budget)
+        self.conn.register_event(libvirt.VIR_DOMAIN_EVENT_ID_REBOOT, self._reboots.on_reboot)
 
     def close(self):
-        if self.conn is None:
-            return
-        try:
-            if self._callback_id is not None:
-                self.conn.domainEventDeregisterAny(self._callback_id)
-        finally:
+        if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def bound_by(self, deadline):
+        """No retry across a reconnect goes past the run's deadline."""
+        self.conn.deadline = deadline
+
+    def request_count(self):
+        return self.conn.request_count() if self.conn is not None else None
 
     def location(self):
         return self.uri
@@ -167,36 +140,40 @@ class LibvirtBackend(Backend):
 
     # One method per verb of MODEL.  Each returns None, or an extra readiness check.
 
+    # An action whose answer a dropped connection lost is sent again only when the re-read (`verify`)
+    # shows it did not take effect; a reboot cannot be told from the state, so it is never sent twice.
+
     def _verb_start(self, dom):
-        dom.create()
+        power.start(dom)
 
     _verb_restore = _verb_start     # starting a domain that has a managed save image restores it
 
     def _verb_shutdown(self, dom):
-        dom.shutdown()      # libvirt picks the guest agent if the domain has one, else the ACPI power button
+        power.shutdown(dom)
 
     def _verb_destroy(self, dom):
-        dom.destroy()
+        power.destroy(dom)
 
     def _verb_pause(self, dom):
-        dom.suspend()
+        act(dom, 'suspend', verify=lambda: dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED)
 
     def _verb_resume(self, dom):
-        dom.resume()
+        act(dom, 'resume', verify=lambda: dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED)
 
     def _verb_managed_save(self, dom):
         # Whatever state it was saved from, a restore should bring the guest back running.
-        dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING)
+        act(dom, 'managedSave', (libvirt.VIR_DOMAIN_SAVE_RUNNING,),
+            verify=lambda: not dom.isActive() and dom.hasManagedSaveImage(0))
 
     def _verb_discard_saved_state(self, dom):
-        dom.managedSaveRemove(0)
+        act(dom, 'managedSaveRemove', (0,), verify=lambda: not dom.hasManagedSaveImage(0))
 
     def _verb_undefine(self, dom, flags=0):
         # Disks and NVRAM stay on the host: removing the definition must never delete data.
         # (KEEP_NVRAM is passed only when there is one: not every driver accepts the flag.)
         if '<nvram' in dom.XMLDesc(0):
             flags |= libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-        dom.undefineFlags(flags)
+        act(dom, 'undefineFlags', (flags,), verify=lambda: _undefined(dom))
 
     def _verb_undefine_discarding_saved_state(self, dom):
         self._verb_undefine(dom, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
@@ -212,6 +189,15 @@ class LibvirtBackend(Backend):
 
     def _verb_reboot_hard(self, dom):
         dom.reset(0)
+
+
+def _undefined(dom):
+    try:
+        return not dom.isPersistent()
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return True
+        raise
 
 
 _STATE_NAMES = {}

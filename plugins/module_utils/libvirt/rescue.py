@@ -29,11 +29,11 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
-    BackendError, InvalidRequest, VmopsError)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueStatus, Rescuer
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
 
 RESCUE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/rescue/1'
 RESCUE_PREFIX = 'vmopsrescue'
@@ -173,7 +173,7 @@ class LibvirtRescuer(Rescuer):
         try:
             self.conn.defineXML(rescue_xml)
             dom = self.backend.find(before.id)
-            dom.create()
+            power.start(dom)
         except libvirt.libvirtError as error:
             # Undo: the original definition back, the rescue disk gone; the domain's disks were never touched.
             self.conn.defineXML(prepared['original_xml'])
@@ -187,7 +187,7 @@ class LibvirtRescuer(Rescuer):
         record = self._record(dom)
         steps = {}
         if dom.isActive():
-            dom.destroy()       # the rescue guest is disposable, as in Nova
+            power.destroy(dom)       # the rescue guest is disposable, as in Nova
             steps['power_off'] = 'destroy'
         try:
             self.conn.defineXML(record['original_xml'])
@@ -201,13 +201,15 @@ class LibvirtRescuer(Rescuer):
                 steps['rescue_disk_deleted'] = record['rescue_disk']
             except libvirt.libvirtError:
                 steps['rescue_disk_deleted'] = None     # already gone
-        dom.create()
+        power.start(dom)
         self._wait_running(dom, before.name, 'the guest', deadline)
         return self.status(dom)._replace(steps=steps)
 
     def _power_off(self, dom, before, request, deadline):
-        return power_off(self.backend, dom, before, 'the rescue', request.shutdown_timeout, deadline,
-                         destroy_states=(states.ERROR,))
+        # The power is cut when the guest does not go down in time, as Nova does (a guest in need of
+        # rescue may not shut down); a crashed one at once.
+        return power.power_off(dom, shutdown_budget(request, deadline), True, 'the rescue',
+                               destroy_at_once=before.state == states.ERROR)
 
     def _delete_leftover(self, pool, name):
         try:
@@ -223,6 +225,11 @@ class LibvirtRescuer(Rescuer):
             return None
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
                    describe, '%s of %s to run' % (what, name), deadline, failure=failure)
+
+
+def shutdown_budget(request, deadline):
+    """How long a rescue or restore waits for the guest to shut down before the power is cut."""
+    return Deadline(min(request.shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
 
 
 def _source_file(disk):
@@ -334,25 +341,3 @@ def _rescue_definition(prepared, rescue_path, request):
         prepared['original_xml'].encode('utf-8')).decode('ascii')
     ET.register_namespace(RESCUE_PREFIX, RESCUE_NS)
     return ET.tostring(tree, encoding='unicode')
-
-
-def power_off(backend, dom, before, purpose, shutdown_timeout, deadline, destroy_states):
-    """Power a domain off before its disks are reworked (rescue, restore): destroy at once in
-    `destroy_states`, else ACPI shutdown, and cut the power when the guest does not go down in
-    time, as Nova does (a guest in need of rescue or restore may not shut down).  Returns the
-    step taken, or None if it was already off."""
-    if not dom.isActive():
-        return None
-    if before.state in destroy_states:
-        dom.destroy()
-        return 'destroy'
-    dom.shutdown()
-    budget = Deadline(min(shutdown_timeout or DEFAULT_SHUTDOWN_TIMEOUT, deadline.remaining()))
-    try:
-        wait_until(lambda: backend.observe(dom), lambda o: o.state == states.STOPPED and not o.task,
-                   describe, 'domain %s to shut down for %s' % (before.name, purpose), budget)
-        return 'shutdown'
-    except VmopsError:
-        if dom.isActive():
-            dom.destroy()
-        return 'shutdown_then_destroy'

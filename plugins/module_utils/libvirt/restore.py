@@ -28,8 +28,9 @@ import xml.etree.ElementTree as ET
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import RESCUE_NS, power_off
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import RESCUE_NS, shutdown_budget
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import (
     DOMAIN_XML, MANIFEST, LibvirtSnapshots)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import InstanceStatus, Restorer
@@ -61,7 +62,7 @@ class LibvirtRestorer(Restorer):
         self.snapshots.close()
 
     def request_count(self):
-        return None
+        return self.backend.request_count()
 
     def find(self, identifier):
         return self.backend.find(identifier)
@@ -200,7 +201,7 @@ class LibvirtRestorer(Restorer):
                 snap = dom.snapshotLookupByName(record['_snapshot_name'], 0)
                 dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
                 if dom.isActive():      # a snapshot with memory reverts to running: we start below if wanted
-                    dom.destroy()
+                    power.destroy(dom)
         except libvirt.libvirtError as error:
             raise BackendError('Restoring %s from %s failed: %s. The backup is untouched; run the restore again.'
                                % (before.name, record['id'], error.get_error_message()))
@@ -208,7 +209,7 @@ class LibvirtRestorer(Restorer):
         self._mark(dom, record)
         if plan['start']:
             started = time.monotonic()
-            dom.create()
+            power.start(dom)
             self._wait_running(dom, before.name, deadline)
             timings['start_seconds'] = round(time.monotonic() - started, 3)
         return self.status(dom), timings
@@ -229,8 +230,8 @@ class LibvirtRestorer(Restorer):
 
     def _power_off(self, dom, before, request, deadline):
         # A paused guest is destroyed too: its disks are about to be replaced, nothing in it is kept.
-        return power_off(self.backend, dom, before, 'the restore', request.shutdown_timeout, deadline,
-                         destroy_states=(states.ERROR, states.PAUSED))
+        return power.power_off(dom, shutdown_budget(request, deadline), True, 'the restore',
+                               destroy_at_once=before.state in (states.ERROR, states.PAUSED))
 
     def _wait_running(self, dom, name, deadline):
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
@@ -285,7 +286,7 @@ class LibvirtRestorer(Restorer):
         self._mark(dom, record)
         if plan['start']:
             started = time.monotonic()
-            dom.create()
+            power.start(dom)
             self._wait_running(dom, plan['name'], deadline)
             timings['start_seconds'] = round(time.monotonic() - started, 3)
         return self.status(dom), timings

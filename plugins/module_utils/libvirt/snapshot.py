@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, SnapshotDriver, iso_utc, now_utc
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
@@ -54,16 +54,14 @@ class HostFiles(object):
     reused); the pools this object created are destroyed by close(), which leaves the files.
     """
 
-    def __init__(self, conn, counter):
+    def __init__(self, conn):
         self.conn = conn
-        self.count = counter
         self._created = []
 
     def close(self):
         while self._created:
             pool = self._created.pop()
             try:
-                self.count()
                 pool.destroy()
             except libvirt.libvirtError:
                 pass
@@ -71,9 +69,7 @@ class HostFiles(object):
     def pool(self, path, create=False):
         """The pool of directory `path` (made, with its parents, when `create`), or None if missing."""
         try:
-            self.count()
             pool = self.conn.storagePoolLookupByTargetPath(path)
-            self.count()
             pool.refresh(0)
             return pool
         except libvirt.libvirtError:
@@ -82,7 +78,6 @@ class HostFiles(object):
                "<permissions><mode>0755</mode></permissions></target></pool>" % (uuid.uuid4().hex[:12], _escape(path)))
         flags = libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD if create else 0
         try:
-            self.count()
             pool = self.conn.storagePoolCreateXML(xml, flags)
         except libvirt.libvirtError as error:
             if not create:
@@ -94,21 +89,17 @@ class HostFiles(object):
     def listing(self, pool):
         """{name: (type, capacity, allocation, path)} of the files and directories in a pool."""
         entries = {}
-        self.count()
         for volume in pool.listAllVolumes(0):
-            self.count()
             kind, capacity, allocation = volume.info()
             entries[volume.name()] = (kind, capacity, allocation, volume.path())
         return entries
 
     def read(self, pool, name):
         try:
-            self.count()
             volume = pool.storageVolLookupByName(name)
         except libvirt.libvirtError:
             return None
         stream = self.conn.newStream(0)
-        self.count()
         volume.download(stream, 0, 0, 0)
         chunks = []
         while True:
@@ -123,10 +114,8 @@ class HostFiles(object):
         self.remove(pool, name)
         xml = ("<volume><name>%s</name><capacity unit='bytes'>%d</capacity>"
                "<target><format type='raw'/></target></volume>" % (_escape(name), len(data)))
-        self.count()
         volume = pool.createXML(xml, 0)
         stream = self.conn.newStream(0)
-        self.count()
         volume.upload(stream, 0, len(data), 0)
         offset = 0
         while offset < len(data):
@@ -136,11 +125,9 @@ class HostFiles(object):
 
     def remove(self, pool, name):
         try:
-            self.count()
             volume = pool.storageVolLookupByName(name)
         except libvirt.libvirtError:
             return False
-        self.count()
         volume.delete(0)
         return True
 
@@ -154,7 +141,6 @@ class HostFiles(object):
                 self.remove(pool, entry)
             if pool in self._created:
                 self._created.remove(pool)
-                self.count()
                 pool.destroy()
         parent = self.pool(parent_path)
         if parent is not None:
@@ -214,11 +200,13 @@ class LibvirtSnapshots(SnapshotDriver):
         self.model = backend.model
         self.conn = backend.conn
         self.backup_dir = backup_dir.rstrip('/') or '/'
-        self.calls = 0
-        self.files = HostFiles(self.conn, self._count)
+        self._calls_before = backend.request_count() or 0
+        self.files = HostFiles(self.conn)
 
-    def _count(self):
-        self.calls += 1
+    @property
+    def calls(self):
+        """libvirt calls since this driver was made (the connection keeper counts every call)."""
+        return (self.backend.request_count() or 0) - self._calls_before
 
     def close(self):
         self.files.close()
@@ -230,11 +218,9 @@ class LibvirtSnapshots(SnapshotDriver):
         return self.calls
 
     def find_instance(self, identifier):
-        self._count()
         return self.backend.find(identifier)
 
     def observe(self, ref):
-        self._count()
         return self.backend.observe(ref)
 
     def _domain_dir(self, ref, identifier):
@@ -277,14 +263,12 @@ class LibvirtSnapshots(SnapshotDriver):
         if ref is None:
             return None
         try:
-            self._count()
             snap = ref.snapshotLookupByName(name, 0)
         except libvirt.libvirtError:
             return None
         return self._record_from_internal(ref, snap)
 
     def _record_from_internal(self, ref, snap):
-        self._count()
         tree = ET.fromstring(snap.getXMLDesc(0))
         description = tree.findtext('description') or ''
         series, recorded = None, {}
@@ -329,7 +313,6 @@ class LibvirtSnapshots(SnapshotDriver):
                 if record is not None and record['series'] == series:
                     records.append(record)
         if ref is not None:
-            self._count()
             for snap in ref.listAllSnapshots(0):
                 record = self._record_from_internal(ref, snap)
                 if record['series'] == series:
@@ -340,7 +323,6 @@ class LibvirtSnapshots(SnapshotDriver):
 
     def plan(self, ref, request):
         observation = self.observe(ref)
-        self._count()
         tree = ET.fromstring(ref.XMLDesc(0))
         disks = [disk for disk in _disks(tree) if disk[3]]
         if not disks:
@@ -379,7 +361,6 @@ class LibvirtSnapshots(SnapshotDriver):
 
     def _create_internal(self, ref, request, name):
         started = time.monotonic()
-        self._count()
         tree = ET.fromstring(ref.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         extra = {'created_at': iso_utc(now_utc()), 'recorded': _recorded(ref, tree),
                  'metadata': dict(request.metadata or {})}
@@ -387,7 +368,6 @@ class LibvirtSnapshots(SnapshotDriver):
         xml = ('<domainsnapshot><name>%s</name><description>%s</description></domainsnapshot>'
                % (_escape(name), _escape(description)))
         try:
-            self._count()
             snap = ref.snapshotCreateXML(xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
         except libvirt.libvirtError as error:
             raise BackendError('libvirt refused the internal snapshot %s of %s: %s'
@@ -398,9 +378,7 @@ class LibvirtSnapshots(SnapshotDriver):
 
     def _create_backup(self, ref, request, name, deadline):
         started = time.monotonic()
-        self._count()
         live = ET.fromstring(ref.XMLDesc(0))
-        self._count()
         inactive_xml = ref.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
         domain_dir = self._domain_dir(ref, None)
         path = '%s/%s' % (domain_dir, name)
@@ -409,7 +387,6 @@ class LibvirtSnapshots(SnapshotDriver):
         try:
             self.files.write(pool, DOMAIN_XML, inactive_xml.encode('utf-8'))
             job = self._run_backup(ref, request, path, disks, deadline)
-            self._count()
             pool.refresh(0)
             entries = self.files.listing(pool)
             manifest_disks = []
@@ -418,7 +395,6 @@ class LibvirtSnapshots(SnapshotDriver):
                     continue
                 file_name = '%s.qcow2' % target
                 entry = entries.get(file_name)
-                self._count()
                 capacity = ref.blockInfo(target, 0)[0]
                 if entry is None or entry[1] != capacity:
                     raise BackendError('Backup of %s disk %s is wrong: expected a %s-byte copy, found %s.'
@@ -460,13 +436,11 @@ class LibvirtSnapshots(SnapshotDriver):
             else:
                 elements.append("<disk name='%s' backup='no'/>" % _escape(target))
         backup_xml = "<domainbackup mode='push'><disks>%s</disks></domainbackup>" % ''.join(elements)
-        self._count()
         agent = request.quiesce != 'off' and _agent_connected(ET.fromstring(ref.XMLDesc(0)))
         frozen_at = thawed_at = None
         quiesce_error = None
         if agent:
             try:
-                self._count()
                 frozen_at = time.monotonic()
                 ref.fsFreeze(None, 0)
             except libvirt.libvirtError as error:
@@ -478,7 +452,6 @@ class LibvirtSnapshots(SnapshotDriver):
         created_at = iso_utc(now_utc())
         begin = time.monotonic()
         try:
-            self._count()
             ref.backupBegin(backup_xml, None, 0)
         except libvirt.libvirtError as error:
             raise BackendError('libvirt refused the backup of %s: %s' % (ref.name(), error.get_error_message()),
@@ -487,7 +460,6 @@ class LibvirtSnapshots(SnapshotDriver):
             begun = time.monotonic()
             if frozen_at is not None:
                 try:
-                    self._count()
                     ref.fsThaw(None, 0)
                 finally:
                     thawed_at = time.monotonic()
@@ -498,7 +470,6 @@ class LibvirtSnapshots(SnapshotDriver):
                        failure=lambda job: job.get('error'))
         except Exception:
             try:
-                self._count()
                 ref.abortJob()
             except libvirt.libvirtError:
                 pass
@@ -517,12 +488,10 @@ class LibvirtSnapshots(SnapshotDriver):
     def _job(self):
         """One poll of the domain's job: {'done', 'text', 'error'}."""
         dom = self._job_domain
-        self._count()
         info = dom.jobInfo()
         if info[0] != libvirt.VIR_DOMAIN_JOB_NONE:
             total, processed = info[7], info[8]
             return {'done': False, 'text': 'copying (%s of %s bytes)' % (processed, total)}
-        self._count()
         stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
         self._last_job = stats
         if stats.get('operation') not in (None, libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP):
@@ -537,7 +506,6 @@ class LibvirtSnapshots(SnapshotDriver):
     def delete(self, record, deadline):
         if record.get('kind') == 'libvirt_internal':
             try:
-                self._count()
                 record['_domain'].snapshotLookupByName(record['_snapshot_name'], 0).delete(0)
             except libvirt.libvirtError as error:
                 if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:

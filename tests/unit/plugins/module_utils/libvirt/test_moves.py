@@ -19,7 +19,9 @@ import pytest
 libvirt = pytest.importorskip('libvirt')
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import migration  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import moves as libvirt_moves  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import storage  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (  # noqa: E402
     BackendError, InvalidRequest, VmopsError)
 
@@ -28,9 +30,9 @@ IMAGES = '/var/lib/libvirt/images'
 SHUTOFF, RUNNING, PAUSED = libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED
 
 
-def _error(code, text='fake error'):
+def _error(code, text='fake error', domain=0):
     error = libvirt.libvirtError(text)
-    error.err = (code, 0, text, 0, None, None, None, 0, 0)
+    error.err = (code, domain, text, 0, None, None, None, 0, 0)
     return error
 
 
@@ -49,6 +51,11 @@ class World(object):
         self.release = threading.Event()
         self.release.set()          # migrations end at once unless a test clears this
         self.migration_seconds = 0.0
+        self.epoch = {SRC: 0, DST: 0}       # +1 when that host's libvirtd restarts: its connections die
+
+    def restart(self, uri):
+        """The host's libvirtd restarts: every connection opened to it before is dead (guests keep running)."""
+        self.epoch[uri] += 1
 
     def host_of(self, dom_uuid):
         for uri, host in self.hosts.items():
@@ -175,6 +182,10 @@ class Dom(object):
     def hasManagedSaveImage(self, flags):
         return self.saved
 
+    def isActive(self):
+        self._check()
+        return self.code != SHUTOFF
+
     def isPersistent(self):
         return self.persistent
 
@@ -251,33 +262,48 @@ class Conn(object):
         self.world, self.uri = world, uri
         self.host = world.hosts[uri]
         self.closed = False
+        self.epoch = world.epoch[uri]
+
+    def isAlive(self):
+        return 1 if self.epoch == self.world.epoch[self.uri] else 0
+
+    def _rpc(self):
+        if not self.isAlive():
+            raise _error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: client socket is closed', libvirt.VIR_FROM_RPC)
 
     def close(self):
         self.closed = True
 
     def getCapabilities(self):
+        self._rpc()
         return '<capabilities><host><uuid>%s</uuid></host></capabilities>' % self.host['uuid']
 
     def getHostname(self):
+        self._rpc()
         return 'vmops-' + self.host['name']
 
     def getFreeMemory(self):
+        self._rpc()
         return 4 * 1024 ** 3
 
     def getAllDomainStats(self, stats, flags):
+        self._rpc()
         return [(dom, {'state.state': dom.code, 'state.reason': dom.reason, 'balloon.maximum': dom.memory_kib})
                 for dom in list(self.host['domains'].values())]
 
     def listAllDomains(self, flags):
+        self._rpc()
         return list(self.host['domains'].values())
 
     def lookupByUUIDString(self, text):
+        self._rpc()
         with self.world.lock:
             if text in self.host['domains']:
                 return self.host['domains'][text]
         raise _error(libvirt.VIR_ERR_NO_DOMAIN, 'no domain')
 
     def storageVolLookupByPath(self, path):
+        self._rpc()
         vol = self.host['vols'].get(path)
         if vol is None or path in self.host['hidden']:     # not seen by the pool since its last refresh
             raise _error(libvirt.VIR_ERR_NO_STORAGE_VOL, 'no vol')
@@ -286,6 +312,7 @@ class Conn(object):
         return vol
 
     def storagePoolLookupByTargetPath(self, path):
+        self._rpc()
         return Pool(self.world, self.uri, self.host['pool_type'])
 
     def newStream(self, flags):
@@ -459,9 +486,9 @@ def test_a_probe_decides_when_the_destination_has_a_file_at_the_same_path():
     assert 'a probe decides' in plan[0]['note']
     assert [c for c in world.calls if c[0] != 'refresh'] == []     # check mode: a pool refresh, no probe
     result = drain(world)
-    probes = [c for c in world.calls if c[0] == 'create_vol' and libvirt_moves.PROBE_PREFIX in c[2]]
+    probes = [c for c in world.calls if c[0] == 'create_vol' and storage.PROBE_PREFIX in c[2]]
     assert probes and all(c[1] == SRC for c in probes)
-    assert [c for c in world.calls if c[0] == 'delete' and libvirt_moves.PROBE_PREFIX in c[2]]
+    assert [c for c in world.calls if c[0] == 'delete' and storage.PROBE_PREFIX in c[2]]
     assert flags_of(world, 'a') == [LIVE_FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK]
     assert result['totals']['moved'] == 1
 
@@ -578,14 +605,14 @@ def test_guest_that_shuts_down_late_in_a_cold_fallback_is_started_again_on_the_s
     world.release.clear()
     dom = world.add('late')
     dom.ignores_acpi = True
-    original_restart = libvirt_moves.LibvirtMoves._restart_on_source
+    original_restart = migration.Migrator.restart_on_source
 
     def powered_off_late(self, domain, handle):
         # The guest reaches power-off only after the shutdown wait gave up: decided by the event,
         # not by a sleep, so a busy machine cannot reorder it.
         dom.code = SHUTOFF
         return original_restart(self, domain, handle)
-    monkeypatch.setattr(libvirt_moves.LibvirtMoves, '_restart_on_source', powered_off_late)
+    monkeypatch.setattr(migration.Migrator, 'restart_on_source', powered_off_late)
     result = drain(world, deadline=0.3, backend_kwargs=dict(shutdown_timeout=0.2))
     assert result['failed'] and 'started again on the source' in result['msg']
     assert ('shutdown', 'late') in world.calls
@@ -600,7 +627,7 @@ def test_force_complete_pauses_then_resumes_on_the_destination():
     result = drain(world, deadline=0.2, deadline_action='force_complete', backend_kwargs=dict(bandwidth=1))
     assert server(result, 'slow')['outcome'] == 'moved', result.get('msg')
     assert ('suspend', 'slow') in world.calls and ('resume', 'slow') in world.calls
-    assert ('max_speed', 'slow', libvirt_moves.UNLIMITED_BANDWIDTH) in world.calls
+    assert ('max_speed', 'slow', migration.UNLIMITED_BANDWIDTH) in world.calls
     assert world.host_of(dom.uuid) == DST and dom.code == RUNNING
 
 
@@ -671,3 +698,99 @@ def test_refusal_is_a_backend_error_for_a_missing_domain():
         world.hosts[SRC]['domains'].pop(dom.uuid)
         with pytest.raises(BackendError):
             lv.start_move(subject, moves.LIVE, None, request())
+
+
+# --- a libvirtd restart under a drain ----------------------------------------------------------
+
+def _migrate_then(dom, after):
+    """The domain's migration runs as usual, then `after()` (e.g. a libvirtd restart) happens."""
+    def migrate(uri, params, flags):
+        result = Dom.migrateToURI3(dom, uri, params, flags)
+        after()
+        return result
+    dom.migrateToURI3 = migrate
+
+
+def _migrate_fails(dom, world, restarted, failure):
+    """`restarted`'s libvirtd restarts during the domain's migration, which fails with `failure`; the
+    domain stays on the source (libvirtd cancels a migration it finds half done after a restart)."""
+    def migrate(uri, params, flags):
+        world.migrations.append((dom.uuid, uri, dict(params), flags))
+        world.restart(restarted)
+        raise failure
+    dom.migrateToURI3 = migrate
+
+
+def test_the_drain_reads_its_moves_across_a_restart_of_both_libvirtds():
+    world = World()
+    dom = world.add('a')
+    _migrate_then(dom, lambda: (world.restart(SRC), world.restart(DST)))
+    with backend(world) as lv:
+        result = moves.run(lv, request())
+        drops = (lv.src.drops, lv.dst.drops)
+    assert server(result, 'a')['outcome'] == 'moved', result.get('msg')
+    assert world.host_of(dom.uuid) == DST and dom.code == RUNNING
+    assert drops == (1, 1)        # each kept connection was reopened once, by the reads after the move
+
+
+def test_an_adopted_migration_is_followed_across_a_source_restart():
+    world = World()
+    dom = world.add('mig', job=True)
+    polls = {'n': 0}
+    original = Dom.jobStats
+
+    def job_stats(flags):
+        polls['n'] += 1
+        if polls['n'] == 3:
+            world.restart(SRC)          # libvirtd restarts while the run follows the migration
+        if polls['n'] == 5:
+            with world.lock:
+                world.hosts[SRC]['domains'].pop(dom.uuid)
+                world.hosts[DST]['domains'][dom.uuid] = dom
+        return original(dom, flags)
+    dom.jobStats = job_stats
+    result = drain(world)
+    assert server(result, 'mig')['move'] == 'adopt' and server(result, 'mig')['outcome'] == 'moved'
+    assert world.host_of(dom.uuid) == DST
+
+
+def test_a_destination_restart_during_a_live_move_is_reported_with_the_destination_named():
+    world = World()
+    dom = world.add('a')
+    # What the source libvirtd answers when its peer-to-peer connection to the destination drops,
+    # over the worker's connection, which stays alive.
+    _migrate_fails(dom, world, DST, _error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: client socket is closed',
+                                           libvirt.VIR_FROM_RPC))
+    result = drain(world, cold_fallback=False)
+    entry = server(result, 'a')
+    assert result['failed'] and entry['outcome'] == 'failed'
+    assert 'the connection to the destination libvirtd (h4) dropped during the move' in entry['message']
+    assert 'the domain is still on the source' in entry['message']
+    assert entry['to'] == 'h3' and entry['state_after'] == states.RUNNING
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+    assert len(world.migrations) == 1           # never sent twice
+
+
+def test_a_source_restart_during_a_live_move_is_reported_with_the_source_named():
+    world = World()
+    dom = world.add('a')
+    _migrate_fails(dom, world, SRC, _error(libvirt.VIR_ERR_SYSTEM_ERROR,
+                                           'End of file while reading data: Input/output error', libvirt.VIR_FROM_RPC))
+    result = drain(world, cold_fallback=False)
+    entry = server(result, 'a')
+    assert entry['outcome'] == 'failed'
+    assert 'the connection to the source libvirtd (h3) dropped during the move' in entry['message']
+    assert 'the domain is still on the source' in entry['message']
+    assert world.host_of(dom.uuid) == SRC and dom.code == RUNNING
+    assert len(world.migrations) == 1
+
+
+def test_a_rerun_after_a_restart_moves_what_is_left():
+    world = World()
+    dom = world.add('a')
+    _migrate_fails(dom, world, DST, _error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: client socket is closed',
+                                           libvirt.VIR_FROM_RPC))
+    assert drain(world, cold_fallback=False)['failed']
+    del dom.migrateToURI3
+    again = drain(world)
+    assert server(again, 'a')['outcome'] == 'moved' and world.host_of(dom.uuid) == DST
