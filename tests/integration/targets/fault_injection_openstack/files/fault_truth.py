@@ -8,6 +8,7 @@ Every command that reads Nova takes --cloud C [--config CLOUDS_YAML].
   fault_truth.py --cloud C truth PREFIX [--host H]...           servers (state, host, lock, reason) and services
   fault_truth.py --cloud C lock NAME REASON                     lock with a reason (admin of any project)
   fault_truth.py --cloud C wait-moving PREFIX HOST [--lock-prefix P] [--timeout S]
+  fault_truth.py --cloud C actions PREFIX                       Nova's instance actions per server, oldest first
   fault_truth.py --cloud C migrations PREFIX HOST              the migration records off HOST, per server
   fault_truth.py --cloud C wait-quiet PREFIX HOST [--timeout S]  until no task and no move in progress
   fault_truth.py --cloud C service-set HOST enabled|disabled
@@ -249,6 +250,7 @@ def main():
     moving.add_argument('host')
     moving.add_argument('--lock-prefix')
     moving.add_argument('--timeout', type=float, default=90)
+    sub.add_parser('actions').add_argument('prefix')
     moves = sub.add_parser('migrations')
     moves.add_argument('prefix')
     moves.add_argument('host')
@@ -295,6 +297,13 @@ def main():
         out = report(compute.get_server(server.id))
     elif args.command == 'wait-moving':
         out = wait_moving(conn, args.prefix, args.host, args.lock_prefix, args.timeout)
+    elif args.command == 'actions':
+        # Nova's own record of what was done to each server (instance actions), oldest first.
+        out = {}
+        for server in servers(conn, args.prefix):
+            records = compute.get('/servers/%s/os-instance-actions' % server.id,
+                                  microversion='2.58').json()['instanceActions']
+            out[server.name] = [r['action'] for r in sorted(records, key=lambda r: r['start_time'])]
     elif args.command == 'migrations':
         ids = dict((s.id, s.name) for s in servers(conn, args.prefix))
         out = {}
