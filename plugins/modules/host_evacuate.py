@@ -201,10 +201,25 @@ options:
     default: true
   timeout:
     description:
-      - Seconds the whole run may take. Moves still in flight then are reported failed; they go on in the
-        backend, and a rerun follows them.
+      - Seconds the whole run may take. Moves still in flight then are reported C(in_flight) (with their
+        migration id on OpenStack); they go on in the backend, and a rerun adopts them. Moves never sent are
+        reported C(not_started).
     type: int
     default: 3600
+  retry_budget:
+    description:
+      - Seconds one API request (OpenStack) or libvirt call keeps being retried on a transient failure
+        (connection errors and resets, a restarted libvirtd, HTTP 502, 503, 504, 429), with jittered
+        exponential backoff from 0.5 s to 8 s. An action is sent again only when it provably did not
+        reach the service, or when a fresh read shows it did not take effect.
+      - Also how long the shared progress read may keep failing before the run ends. It then ends with
+        every instance's outcome (C(moved), C(failed), C(in_flight), C(not_started), ...). A service this
+        run disabled is then enabled again with up to 3 tries over about another O(retry_budget)
+        (2 s, then 4 s apart); if that fails too, the result says C(service.still_disabled) and how to
+        enable it.
+      - V(0) turns retries off.
+    type: int
+    default: 60
 extends_documentation_fragment:
   - vmops.lifecycle.backend
   - vmops.lifecycle.libvirt

@@ -91,7 +91,6 @@ class OpenStackMoves(moves.MoveBackend):
         self.backend = backend or OpenStackBackend(params)
         self.services = ComputeServices(self.backend)
         self.run_id = run_id()
-        self.stale_locks = {}         # server id -> the reason of a lock a dead run of ours left
         self.records = MigrationRecords(self._call)
 
     # plumbing ----------------------------------------------------------------------------------
@@ -197,7 +196,8 @@ class OpenStackMoves(moves.MoveBackend):
         locked = bool(body.get('locked'))
         reason = body.get('locked_reason') or ''
         if locked and reason.startswith('%s%s:' % (LOCK_PREFIX, host)) and reason != self.lock_reason(host):
-            # Left by a run of ours on this host that died: released by this run, reported as unlocked.
+            # Left by a run of ours on this host that died: released first thing by this run
+            # (release_stale_locks), so it is planned and reported as unlocked.
             details['stale_lock'] = reason
             locked = False
         return moves.MoveSubject(body['id'], body.get('name'), state, observation.task,
@@ -238,7 +238,7 @@ class OpenStackMoves(moves.MoveBackend):
             raise BackendError(unevacuable_message(subject))    # never sent: Nova would answer 409
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
-                                  state_before=subject.state, locked_by_us=bool(subject.details.get('stale_lock')),
+                                  state_before=subject.state, locked_by_us=False,
                                   changed_after=self.records.cloud_now(), sent_at=time.monotonic(),
                                   before=self._body_of(subject))
         try:
@@ -269,12 +269,11 @@ class OpenStackMoves(moves.MoveBackend):
 
     def _steps(self, subject, move, options):
         """The verbs of one move, in order.  'move' is the move itself; 'lock' / 'unlock' wrap it when
-        the run locks the server (lock_during_move), or when a dead run of ours left it locked."""
-        stale = bool(subject.details.get('stale_lock'))
-        wanted = options.lock_during_move
-        if wanted is None:      # by mode: evacuations lock, drains do not
-            wanted = move == moves.EVACUATE
-        lock = not subject.locked and not stale and bool(wanted)
+        the run locks the server (lock_during_move)."""
+        lock = options.lock_during_move
+        if lock is None:      # by mode: evacuations lock, drains do not
+            lock = move == moves.EVACUATE
+        lock = lock and not subject.locked
         if move == moves.EVACUATE:
             steps = ['move']
             wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
@@ -294,7 +293,6 @@ class OpenStackMoves(moves.MoveBackend):
             steps = ['move']
         if lock:
             steps.insert(0, 'lock')
-        if lock or stale:
             steps.append('unlock')
         return steps
 
@@ -302,8 +300,9 @@ class OpenStackMoves(moves.MoveBackend):
         return '%s%s:%s' % (LOCK_PREFIX, host, self.run_id)
 
     def release_stale_locks(self, host):
-        """Unlock the servers a dead run of ours on `host` left locked and that are no longer on it (those
-        still on it are released by their own move).  One read: the locked servers of the cloud (2.73+)."""
+        """Unlock every server a dead run of ours on `host` left locked: still on the host, moved, or still
+        moving (a moving server may be unlocked; a rerun adopts its move).  One read: the cloud's locked
+        servers (2.73+).  Those still on the host were already planned as unlocked (list_on_host)."""
         prefix = '%s%s:' % (LOCK_PREFIX, host)
         locked = self._call('GET', '/servers/detail', params={'all_tenants': 1, 'locked': 'true'}).json()['servers']
         released = []
@@ -311,10 +310,9 @@ class OpenStackMoves(moves.MoveBackend):
             reason = body.get('locked_reason') or ''
             if not reason.startswith(prefix) or reason == self.lock_reason(host):
                 continue
-            if body.get('OS-EXT-SRV-ATTR:host') == host or body.get('OS-EXT-STS:task_state'):
-                continue    # still here (its move releases it), or still moving (a rerun adopts it)
             self._action(body['id'], 'unlock', ACTIONS['unlock'], body.get('name'), body)
-            released.append({'id': body['id'], 'name': body.get('name'), 'reason': reason})
+            released.append({'id': body['id'], 'name': body.get('name'), 'reason': reason,
+                             'host': body.get('OS-EXT-SRV-ATTR:host')})
         return released
 
     def _send_step(self, handle):
@@ -353,10 +351,8 @@ class OpenStackMoves(moves.MoveBackend):
     def adopt(self, subject):
         """Follow a move found in flight: a VERIFY_RESIZE waiting for its confirm, or a task in progress."""
         if subject.task == 'verify_resize':
-            stale = bool(subject.details.get('stale_lock'))
-            handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'),
-                                      steps=['move', 'confirm'] + (['unlock'] if stale else []),
-                                      step=0, options=None, state_before=subject.state, locked_by_us=stale,
+            handle = moves.MoveHandle(subject, moves.ADOPT, subject.details.get('dest'), steps=['move', 'confirm'],
+                                      step=0, options=None, state_before=subject.state, locked_by_us=False,
                                       resolved_move=moves.COLD, was_done=True,
                                       changed_after=epoch(subject.details.get('updated')))
             return handle
@@ -364,11 +360,8 @@ class OpenStackMoves(moves.MoveBackend):
         kind = moves.COLD if task.startswith('resize') else moves.EVACUATE if task.startswith('rebuild') else \
             moves.OFFLOAD if task == 'shelving_offloading' else moves.LIVE
         steps = ['move', 'confirm'] if kind == moves.COLD else ['move']
-        stale = bool(subject.details.get('stale_lock'))
-        if stale:
-            steps.append('unlock')
         return moves.MoveHandle(subject, moves.ADOPT, None, steps=steps, step=0, options=None,
-                                state_before=subject.state, locked_by_us=stale, resolved_move=kind,
+                                state_before=subject.state, locked_by_us=False, resolved_move=kind,
                                 changed_after=epoch(subject.details.get('updated')))
 
     def poll(self, handles):

@@ -206,15 +206,15 @@ def service_backend(**changes):
 
 def test_ensure_service_check_apply_and_unchanged():
     backend = service_backend()
-    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'},
-                               check_mode=True)
+    disable = {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'}
+    result = services.ensure_service(backend.services, disable, check_mode=True)
     assert result['changed'] and result['service']['after']['status'] == 'disabled'
     assert [entry[0] for entry in backend.backend.compute.sent] == ['GET']
-    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = services.ensure_service(backend.services, disable)
     assert backend.backend.compute.sent[-1][:3] == ('PUT', '/os-services/svc-1',
                                                     {'status': 'disabled', 'disabled_reason': 'why'})
     backend = service_backend(status='disabled', disabled_reason='why')
-    result = services.ensure_service(backend.services, {'host': 'fake1', 'state': 'disabled', 'disabled_reason': 'why'})
+    result = services.ensure_service(backend.services, disable)
     assert not result['changed'] and len(backend.backend.compute.sent) == 1
 
 
@@ -406,23 +406,25 @@ def test_a_lock_left_by_a_dead_run_of_ours_is_released_and_others_are_kept():
     assert kept.locked and 'stale_lock' not in kept.details
     assert foreign.locked and 'stale_lock' not in foreign.details
     options = request(mode='evacuate')
-    assert backend._steps(stale, moves.EVACUATE, options) == ['move', 'unlock']     # released, not re-locked
+    # Released at the run's start (release_stale_locks): planned as unlocked, locked again by this run.
+    assert backend._steps(stale, moves.EVACUATE, options) == ['lock', 'move', 'unlock']
     assert backend._steps(kept, moves.EVACUATE, options) == ['move']                # never touched
-    handle = backend.start_move(stale, moves.EVACUATE, None, options)
-    assert handle.data['locked_by_us']      # a failure releases it too
 
 
-def test_locks_a_dead_run_left_on_moved_servers_are_released_once():
+def test_every_lock_a_dead_run_left_is_released_once_and_no_other():
     run_by_us = 'vmops.lifecycle:host_evacuate:fake1:dead-run'
     locked = [dict(server(host='fake2'), id='moved', name='moved', locked=True, locked_reason=run_by_us),
-              dict(server(host='fake1'), id='still-here', locked=True, locked_reason=run_by_us),
-              dict(server(host='fake2', task='migrating'), id='moving', locked=True, locked_reason=run_by_us),
+              dict(server(host='fake1'), id='still-here', name='still-here', locked=True, locked_reason=run_by_us),
+              dict(server(host='fake2', task='migrating'), id='moving', name='moving', locked=True,
+                   locked_reason=run_by_us),
               dict(server(host='fake2'), id='theirs', locked=True, locked_reason='db team'),
               dict(server(host='fake2'), id='other-host', locked=True,
                    locked_reason='vmops.lifecycle:host_evacuate:fake7:dead-run')]
     backend = om.OpenStackMoves({}, backend=FakeCloud({('GET', '/servers/detail'): {'servers': locked}}))
+    locked.append(dict(server(host='fake2'), id='this-run', locked=True, locked_reason=backend.lock_reason('fake1')))
     released = backend.release_stale_locks('fake1')
-    assert released == [{'id': 'moved', 'name': 'moved', 'reason': run_by_us}]
+    assert [(item['id'], item['host']) for item in released] == [('moved', 'fake2'), ('still-here', 'fake1'),
+                                                                  ('moving', 'fake2')]
     assert backend.backend.compute.params[0] == {'all_tenants': 1, 'locked': 'true'}
-    assert [(m, url, body) for m, url, body, _ in backend.backend.compute.sent[1:]] == [
-        ('POST', '/servers/moved/action', {'unlock': None})]
+    assert [(entry[1], entry[2]) for entry in backend.backend.compute.sent[1:]] == [
+        ('/servers/%s/action' % name, {'unlock': None}) for name in ('moved', 'still-here', 'moving')]

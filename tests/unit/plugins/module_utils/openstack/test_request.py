@@ -17,7 +17,6 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import
     RequestFailed, ResourceNotFound, ServiceUnavailable)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.request import RequestLayer  # noqa: E402
-from ansible_collections.vmops.lifecycle.tests.unit.fakes import FakeClock  # noqa: E402
 
 
 class Answer(object):
@@ -177,7 +176,7 @@ def test_a_verify_read_that_fails_too_says_so(clock):
     requests = layer(clock, compute=compute)
 
     def verify():
-        raise ServiceUnavailable('Compute GET /servers/a failed', http_status=503)
+        raise ServiceUnavailable('Compute GET /servers/a failed', http_status=503)  # pylint: disable=raising-non-exception
     with pytest.raises(ServiceUnavailable) as failure:
         requests.call('compute', 'DELETE', '/servers/a', verify=verify)
     assert failure.value.details['sent'] == 'maybe' and 'reading whether it took effect also failed' in failure.value.msg
