@@ -423,8 +423,8 @@ def test_every_lock_a_dead_run_left_is_released_once_and_no_other():
     backend = om.OpenStackMoves({}, backend=FakeCloud({('GET', '/servers/detail'): {'servers': locked}}))
     locked.append(dict(server(host='fake2'), id='this-run', locked=True, locked_reason=backend.lock_reason('fake1')))
     released = backend.release_stale_locks('fake1')
-    assert [(item['id'], item['host']) for item in released] == [('moved', 'fake2'), ('still-here', 'fake1'),
-                                                                  ('moving', 'fake2')]
+    expected = [('moved', 'fake2'), ('still-here', 'fake1'), ('moving', 'fake2')]
+    assert [(item['id'], item['host']) for item in released] == expected
     assert backend.backend.compute.params[0] == {'all_tenants': 1, 'locked': 'true'}
     assert [(entry[1], entry[2]) for entry in backend.backend.compute.sent[1:]] == [
         ('/servers/%s/action' % name, {'unlock': None}) for name in ('moved', 'still-here', 'moving')]

@@ -64,7 +64,7 @@ class Transport(object):
         self.sent.append((method, path, kwargs.get('microversion'), kwargs.get('connect_retries')))
         outcome = self.script.pop(0) if self.script else Answer()
         if isinstance(outcome, Exception):
-            raise outcome
+            raise outcome   # pylint: disable=raising-non-exception
         return outcome
 
 
@@ -176,7 +176,7 @@ def test_a_verify_read_that_fails_too_says_so(clock):
     requests = layer(clock, compute=compute)
 
     def verify():
-        raise ServiceUnavailable('Compute GET /servers/a failed', http_status=503)  # pylint: disable=raising-non-exception
+        raise ServiceUnavailable('Compute GET /servers/a failed', http_status=503)
     with pytest.raises(ServiceUnavailable) as failure:
         requests.call('compute', 'DELETE', '/servers/a', verify=verify)
     assert failure.value.details['sent'] == 'maybe' and 'reading whether it took effect also failed' in failure.value.msg
