@@ -8,10 +8,11 @@ servers on localhost:
   ours             vmops.lifecycle.instance_state  name={{ item }} state=running
   openstack.cloud  openstack.cloud.server_action   name={{ item }} action=start
 
-Both are no-ops (every server is ACTIVE already).  --runs runs of each, the order alternating
-(ours first in odd runs, openstack.cloud first in even ones), after one untimed warm-up play of
-each over the first server.  Every play is checked: each item ok and unchanged, every server still
-ACTIVE with no task afterwards.
+Both are no-ops (every server is ACTIVE already).  --runs runs of each, the order rotating (with
+two tools: ours first in odd runs, openstack.cloud first in even ones), after one untimed warm-up
+play of each over the first server.  Before each play the bench waits (up to --max-wait) for the
+1-minute load average to fall to --max-load: the sandbox machine is shared.  Every play is checked:
+each item ok and unchanged, every server still ACTIVE with no task afterwards.
 
 Measured per play:
 - wall: the play (first callback event to the stats; this excludes ansible-playbook's own start,
@@ -30,10 +31,11 @@ cached in .build/bench-collections; ansible-galaxy cannot reach its server here)
 Usage (the sandbox must be up: sandbox/openstack/up; collection linked: . scripts/lib.sh && link_collection):
   OS_CLIENT_CONFIG_FILE=/var/tmp/vmops-sandbox/openstack/clouds.yaml \\
   .venv/bin/python bench/noop_vs_openstack_cloud.py [--runs 3] [--count 20] [--host fake4]
-      [--cloud vmops-admin] [--ref REV] [--markdown FILE] [--keep-logs DIR]
+      [--cloud vmops-admin] [--ref REV]... [--max-load 1.5] [--max-wait 300] [--markdown FILE] [--keep-logs DIR]
 
 --ref REV measures the collection as committed in REV (git archive into a temporary collections
-path) instead of the working tree behind .build/collections.
+path) instead of the working tree behind .build/collections.  Given more than once, each revision
+is a tool of its own in the same run (before and after a change, under the same load).
 """
 
 import argparse
@@ -69,7 +71,7 @@ DEFAULT_CLOUDS_YAML = '/var/tmp/vmops-sandbox/openstack/clouds.yaml'
 PREFIX = 'vmops-bench-noop-'
 BENCH_CLOUD = 'vmops-bench-noop'
 MICROVERSION = '2.73'
-TOOLS = ('ours', 'openstack.cloud')
+OC = 'openstack.cloud'
 UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\b[0-9a-f]{32}\b')
 
 
@@ -287,10 +289,9 @@ PLAYS = {
 class Plays(object):
     """The playbooks, inventory, callback and clouds.yaml of the bench, in a private directory."""
 
-    def __init__(self, workdir, cloud_entry, proxy, collections_path, logs=None):
+    def __init__(self, workdir, cloud_entry, proxy, logs=None):
         self.workdir = workdir
         self.logs = logs
-        self.collections_path = collections_path
         entry = copy.deepcopy(cloud_entry)
         entry['auth']['auth_url'] = proxy.proxied(entry['auth']['auth_url'])
         self.clouds_yaml = os.path.join(workdir, 'clouds.yaml')
@@ -302,15 +303,17 @@ class Plays(object):
             handle.write(CALLBACK)
         with open(os.path.join(workdir, 'inventory'), 'w') as handle:
             handle.write('localhost ansible_connection=local ansible_python_interpreter=%s\n' % sys.executable)
-        for tool, text in PLAYS.items():
-            with open(self._playbook(tool), 'w') as handle:
+        for kind, text in PLAYS.items():
+            with open(self._playbook(kind), 'w') as handle:
                 handle.write(text.format(cloud=BENCH_CLOUD))
         self.count = 0
 
-    def _playbook(self, tool):
-        return os.path.join(self.workdir, 'play-%s.yml' % tool.replace('.', '-'))
+    def _playbook(self, kind):
+        return os.path.join(self.workdir, 'play-%s.yml' % kind.replace('.', '-'))
 
-    def run(self, tool, servers):
+    def run(self, variant, servers):
+        """variant: {'label', 'kind' (a key of PLAYS), 'collections' (ANSIBLE_COLLECTIONS_PATH)}."""
+        tool = variant['label']
         self.count += 1
         record = os.path.join(self.workdir, 'record-%d.json' % self.count)
         variables = os.path.join(self.workdir, 'vars-%d.json' % self.count)
@@ -320,7 +323,7 @@ class Plays(object):
         env.update({
             'PATH': os.path.dirname(sys.executable) + os.pathsep + env.get('PATH', ''),
             'OS_CLIENT_CONFIG_FILE': self.clouds_yaml,
-            'ANSIBLE_COLLECTIONS_PATH': self.collections_path,
+            'ANSIBLE_COLLECTIONS_PATH': variant['collections'],
             'ANSIBLE_PYTHON_INTERPRETER': sys.executable,
             'ANSIBLE_CALLBACK_PLUGINS': os.path.join(self.workdir, 'callbacks'),
             'ANSIBLE_CALLBACKS_ENABLED': 'vmops_bench_record',
@@ -330,14 +333,15 @@ class Plays(object):
             'VMOPS_BENCH_RECORD': record,
         })
         command = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i',
-                   os.path.join(self.workdir, 'inventory'), '-e', '@' + variables, self._playbook(tool)]
+                   os.path.join(self.workdir, 'inventory'), '-e', '@' + variables, self._playbook(variant['kind'])]
         load_before = os.getloadavg()[0]
         started = time.monotonic()
         done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         process_seconds = time.monotonic() - started
         load_after = os.getloadavg()[0]
         if self.logs:
-            with open(os.path.join(self.logs, 'play-%02d-%s.log' % (self.count, tool)), 'w') as handle:
+            with open(os.path.join(self.logs, 'play-%02d-%s.log' % (self.count, re.sub('[^a-z0-9.]+', '-', tool))),
+                      'w') as handle:
                 handle.write(done.stdout)
         try:
             with open(record) as handle:
@@ -431,13 +435,14 @@ def collection_tree(ref, workdir):
     if ref:
         commit = subprocess.run(['git', '-C', REPO, 'rev-parse', '--short', ref], check=True, capture_output=True,
                                 text=True).stdout.strip()
-        dest = os.path.join(workdir, 'collections', 'ansible_collections', 'vmops', 'lifecycle')
+        root = os.path.join(workdir, 'collections-%s' % commit)
+        dest = os.path.join(root, 'ansible_collections', 'vmops', 'lifecycle')
         os.makedirs(dest)
         archive = subprocess.run(['git', '-C', REPO, 'archive', '--format=tar', commit, 'plugins', 'meta',
                                   'galaxy.yml'], check=True, capture_output=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(dest)
-        return os.path.join(workdir, 'collections'), 'commit %s' % commit
+        return root, commit
     collections = os.path.join(REPO, '.build', 'collections')
     link = os.path.join(collections, 'ansible_collections', 'vmops', 'lifecycle')
     if not os.path.exists(link):     # what scripts/lib.sh link_collection does
@@ -445,7 +450,7 @@ def collection_tree(ref, workdir):
         os.symlink(REPO, link)
     changed = subprocess.run(['git', '-C', REPO, 'status', '--porcelain', '--', 'plugins', 'meta'],
                              capture_output=True, text=True).stdout.splitlines()
-    return collections, 'working tree at %s%s' % (head, ', %d files under plugins/ or meta/ not committed'
+    return collections, 'working tree at %s%s' % (head, ' (%d files under plugins/ or meta/ not committed)'
                                                   % len(changed) if changed else '')
 
 
@@ -474,18 +479,22 @@ def summarise(result, records, names):
     result['shapes'] = {}
     for record in records:
         key = (record['service'], shape(record, names), record['status'])
-        result['shapes'][key] = result['shapes'].get(key, 0) + 1
+        entry = result['shapes'].setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += record['seconds']
     return result
 
 
 def report(results, args, meta):
     count = float(args.count)
-    services = sorted(set(s for r in results for s in r['requests']), key=lambda s: (s != 'compute', s != 'identity', s))
-    lines = ['No-op over %d ACTIVE servers on %s: instance_state state=running (ours) against '
-             'openstack.cloud %s server_action action=start, a loop in one play each; %d runs each, alternating. '
-             'vmops.lifecycle: %s. %s. Servers in the project during the plays: %s.' % (
-                 args.count, args.host or 'the scheduler\'s choice', openstack_cloud_collection.COLLECTION_VERSION,
-                 args.runs, meta['collection'], meta['date'], meta['project_servers']), '',
+    labels = meta['labels']
+    services = sorted(set(s for r in results for s in r['requests']),
+                      key=lambda s: (s != 'compute', s != 'identity', s))
+    lines = ['No-op over %d ACTIVE servers on %s: vmops.lifecycle.instance_state state=running (%s) against '
+             'openstack.cloud %s server_action action=start, a loop in one play each; %d runs of each, the order '
+             'rotating. %s. Servers in the project during the plays: %s.' % (
+                 args.count, args.host or 'the scheduler\'s choice', '; '.join(meta['described']),
+                 openstack_cloud_collection.COLLECTION_VERSION, args.runs, meta['date'], meta['project_servers']), '',
              '| run | tool | play s | ansible-playbook s | %s | load avg before / after |' % ' | '.join(
                  '%s requests' % s for s in services),
              '|---:|---|---:|---:|%s---|' % ('---:|' * len(services))]
@@ -493,44 +502,53 @@ def report(results, args, meta):
         lines.append('| %d | %s | %.2f | %.2f | %s | %.2f / %.2f |' % (
             r['run'], r['tool'], r['play_seconds'], r['process_seconds'],
             ' | '.join(str(r['requests'].get(s, 0)) for s in services), r['load'][0], r['load'][1]))
-    by_tool = dict((tool, [r for r in results if r['tool'] == tool]) for tool in TOOLS)
-    lines += ['', '| tool | play s mean | play s min | s per server (mean) | ansible-playbook s mean | %s |' % ' | '.join(
-        '%s requests per server' % s for s in services), '|---|---:|---:|---:|---:|%s' % ('---:|' * len(services))]
-    for tool in TOOLS:
-        runs = by_tool[tool]
-        lines.append('| %s | %.2f | %.2f | %.3f | %.2f | %s |' % (
-            tool, statistics.mean(r['play_seconds'] for r in runs), min(r['play_seconds'] for r in runs),
+    by_tool = dict((label, [r for r in results if r['tool'] == label]) for label in labels)
+    lines += ['', '| tool | play s mean | median | min | s per server (mean) | ansible-playbook s mean | %s |' % (
+        ' | '.join('%s requests per server' % s for s in services)), '|---|---:|---:|---:|---:|---:|%s' % (
+        '---:|' * len(services))]
+    for label in labels:
+        runs = by_tool[label]
+        lines.append('| %s | %.2f | %.2f | %.2f | %.3f | %.2f | %s |' % (
+            label, statistics.mean(r['play_seconds'] for r in runs), statistics.median(r['play_seconds'] for r in runs),
+            min(r['play_seconds'] for r in runs),
             statistics.mean(r['play_seconds'] for r in runs) / count,
             statistics.mean(r['process_seconds'] for r in runs),
             ' | '.join('%.2f' % (statistics.mean(r['requests'].get(s, 0) for r in runs) / count) for s in services)))
     lines += ['', '| tool | %s | all requests |' % ' | '.join('%s ms per server' % s for s in services),
               '|---|%s---:|' % ('---:|' * len(services))]
-    for tool in TOOLS:
-        runs = by_tool[tool]
-        lines.append('| %s | %s | %.0f |' % (tool, ' | '.join(
+    for label in labels:
+        runs = by_tool[label]
+        lines.append('| %s | %s | %.0f |' % (label, ' | '.join(
             '%.0f' % (1000 * statistics.mean(r['request_seconds'].get(s, 0.0) for r in runs) / count)
             for s in services), 1000 * statistics.mean(sum(r['request_seconds'].values()) for r in runs) / count))
-    ours, theirs = by_tool['ours'], by_tool['openstack.cloud']
+    theirs = by_tool[OC]
+    lines.append('')
+    for label in labels:
+        if label == OC:
+            continue
+        ours = by_tool[label]
 
-    def ratio(key, reduce):
-        return reduce(r[key] for r in ours) / reduce(r[key] for r in theirs)
-    lines += ['', 'ours / openstack.cloud: play wall %.2f× (means), %.2f× (minimums); ansible-playbook wall %.2f× '
-              '(means).' % (ratio('play_seconds', statistics.mean), ratio('play_seconds', min),
-                            ratio('process_seconds', statistics.mean))]
-    reported = [n for r in ours for n in r['api_requests'] if n is not None]
-    if reported:
-        lines.append('instance_state\'s own api_requests, summed over a play: %s (the proxy counted %s).' % (
-            ', '.join(str(sum(n for n in r['api_requests'] if n is not None)) for r in ours),
-            ', '.join(str(sum(r['requests'].values())) for r in ours)))
-    lines += ['', '| tool | service | request | status | per server |', '|---|---|---|---:|---:|']
-    for tool in TOOLS:
+        def ratio(key, reduce):
+            return reduce(r[key] for r in ours) / reduce(r[key] for r in theirs)
+        lines.append('%s / openstack.cloud: play wall %.2f× (means), %.2f× (medians), %.2f× (minimums); '
+                     'ansible-playbook wall %.2f× (means).' % (
+                         label, ratio('play_seconds', statistics.mean), ratio('play_seconds', statistics.median),
+                         ratio('play_seconds', min), ratio('process_seconds', statistics.mean)))
+        reported = [sum(n for n in r['api_requests'] if n is not None) for r in ours]
+        lines.append('%s: instance_state\'s own api_requests, summed over each play: %s (the proxy counted %s).' % (
+            label, ', '.join(map(str, reported)), ', '.join(str(sum(r['requests'].values())) for r in ours)))
+    lines += ['', '| tool | service | request | status | per server | mean ms |', '|---|---|---|---|---:|---:|']
+    for label in labels:
         shapes = {}
-        for r in by_tool[tool]:
-            for key, n in r['shapes'].items():
-                shapes[key] = shapes.get(key, 0) + n
-        for (service, text, status), n in sorted(shapes.items(), key=lambda kv: (
-                kv[0][0] != 'compute', kv[0][0] != 'identity', kv[0][0], -kv[1], kv[0][1])):
-            lines.append('| %s | %s | `%s` | %d | %.2f |' % (tool, service, text, status, n / (count * len(by_tool[tool]))))
+        for r in by_tool[label]:
+            for key, (n, seconds) in r['shapes'].items():
+                entry = shapes.setdefault(key, [0, 0.0])
+                entry[0] += n
+                entry[1] += seconds
+        for (service, text, status), (n, seconds) in sorted(shapes.items(), key=lambda kv: (
+                kv[0][0] != 'compute', kv[0][0] != 'identity', kv[0][0], -kv[1][0], kv[0][1])):
+            lines.append('| %s | %s | `%s` | %d | %.2f | %.0f |' % (
+                label, service, text, status, n / (count * len(by_tool[label])), 1000 * seconds / n))
     lines += ['', 'Proxy overhead (GET of the compute API root, direct against proxied, median of %d): %.1f ms '
               'direct, %.1f ms through the proxy.' % meta['proxy_overhead']]
     return '\n'.join(lines)
@@ -568,7 +586,8 @@ def main():
     parser.add_argument('--host', default='fake4', help='compute host to boot on (admin only; "" lets the '
                         'scheduler choose)')
     parser.add_argument('--runs', type=int, default=3)
-    parser.add_argument('--ref', help='measure vmops.lifecycle as committed in this git revision')
+    parser.add_argument('--ref', action='append', help='measure vmops.lifecycle as committed in this git revision '
+                        '(repeat it to measure several revisions in the same run, interleaved)')
     parser.add_argument('--max-load', type=float, default=1.5,
                         help='before each play, wait until the 1-minute load average is at most this')
     parser.add_argument('--max-wait', type=float, default=300, help='seconds to wait for --max-load at most '
@@ -595,12 +614,19 @@ def main():
     proxy = None
     results = []
     try:
-        vmops_path, described = collection_tree(args.ref, workdir)
+        variants, described = [], []
+        for ref in args.ref or [None]:
+            vmops_path, what = collection_tree(ref, workdir)
+            label = 'ours' if not args.ref or len(args.ref) == 1 else 'ours @ %s' % what
+            variants.append({'label': label, 'kind': 'ours', 'collections': vmops_path})
+            described.append('%s: vmops.lifecycle %s' % (label, 'commit ' + what if ref else what))
+        variants.append({'label': OC, 'kind': OC, 'collections': oc_path})
         proxy = CountingProxy(upstreams_of(cloud.conn, cloud_entry['auth']['auth_url'])).start()
         compute = [o for o, (_, _, label) in proxy.listeners.items() if 'compute' in label.split('+')][0]
-        meta = {'collection': described, 'proxy_overhead': proxy_overhead(compute, proxy.mapping[compute]),
+        meta = {'labels': [v['label'] for v in variants], 'described': described,
+                'proxy_overhead': proxy_overhead(compute, proxy.mapping[compute]),
                 'date': datetime.date.today().isoformat()}
-        plays = Plays(workdir, cloud_entry, proxy, os.pathsep.join([vmops_path, oc_path]), args.keep_logs)
+        plays = Plays(workdir, cloud_entry, proxy, args.keep_logs)
 
         cloud.delete_all()
         started = time.monotonic()
@@ -608,19 +634,21 @@ def main():
         print('%d servers ACTIVE on %s in %.1f s' % (len(names), args.host or 'fake hosts', time.monotonic() - started),
               file=sys.stderr)
         project = []
-        for tool in TOOLS:      # warm-up (not reported): caches, compiled bytecode, a check of the setup
-            plays.run(tool, names[:1])
+        for variant in variants:    # warm-up (not reported): caches, compiled bytecode, a check of the setup
+            plays.run(variant, names[:1])
             proxy.take()
         for run in range(1, args.runs + 1):
-            for tool in (TOOLS if run % 2 else tuple(reversed(TOOLS))):
+            shift = (run - 1) % len(variants)      # the order rotates: each tool leads in turn
+            for variant in variants[shift:] + variants[:shift]:
                 wait_for_load(args.max_load, args.max_wait)
                 project.append(cloud.project_servers())
-                result = plays.run(tool, names)
+                proxy.take()
+                result = plays.run(variant, names)
                 result['run'] = run
                 results.append(summarise(result, proxy.take(), names))
-                cloud.wait_active(names, 'after the %s play' % tool, timeout=5)
+                cloud.wait_active(names, 'after the %s play' % variant['label'], timeout=5)
                 print('run %d %s: play %.2f s, process %.2f s, requests %s, load %.2f/%.2f' % (
-                    run, tool, result['play_seconds'], result['process_seconds'],
+                    run, variant['label'], result['play_seconds'], result['process_seconds'],
                     json.dumps(result['requests'], sort_keys=True), result['load'][0], result['load'][1]),
                     file=sys.stderr)
         meta['project_servers'] = '%d–%d' % (min(project), max(project)) if min(project) != max(project) \
