@@ -198,9 +198,9 @@ class Restorer(abc.ABC):
         """The driver for this run (over the backend's one connection)."""
         return cls(backend)
 
-    @abc.abstractmethod
-    def find(self, identifier, /):
-        """ref or None."""
+    def find(self, identifier):
+        """ref or None: the backend's own look-up."""
+        return self.backend.find(identifier)
 
     @abc.abstractmethod
     def status(self, ref, /):
@@ -231,10 +231,14 @@ class Restorer(abc.ABC):
         """(InstanceStatus after, timings)."""
 
     def request_count(self):
-        return None
+        return self.backend.request_count()
 
     def close(self):
-        """Release what the driver opened (the backend's connection is closed by its owner)."""
+        """Release what the driver opened (the backend's connection is closed by its owner): the
+        snapshot driver it reads snapshots through."""
+        snapshots = getattr(self, 'snapshots', None)
+        if snapshots is not None:
+            snapshots.close()
 
     def wanted_power(self, state_before, request):
         """The power state wanted after the restore: None to leave it as the restore leaves it."""

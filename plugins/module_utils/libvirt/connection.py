@@ -51,6 +51,7 @@ import traceback
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, RequestFailed, ServiceUnavailable)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.retry import DEFAULT_RETRY_BUDGET, RetryWindow, backoff, budget_seconds
 
 LIBRARY_IMPORT_ERROR = None
 try:
@@ -62,9 +63,6 @@ except ImportError:
 LIBRARY = 'libvirt-python'
 HAS_LIBRARY = libvirt is not None
 
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 8.0
-DEFAULT_RETRY_BUDGET = 60
 
 CONNECTION, DOMAIN, POOL, VOLUME = 'virConnect', 'virDomain', 'virStoragePool', 'virStorageVol'
 
@@ -234,7 +232,7 @@ class LibvirtConnection(object):
         self.uri = uri
         self.label = label or uri
         self.role = role                # 'source', 'target' ...: for messages
-        self.retry_budget = DEFAULT_RETRY_BUDGET if retry_budget is None else max(0, retry_budget)
+        self.retry_budget = budget_seconds(retry_budget)
         self.deadline = deadline        # a core Deadline: no retry goes past the run's own deadline
         self.clock, self.sleep, self.jitter = clock, sleep, jitter
         self.counter = counter or _Counter()
@@ -347,10 +345,7 @@ class LibvirtConnection(object):
         return self.call(target, method, args, verify=verify)
 
     def _retrying(self, attempt_once, kind, method, target, read, verify):
-        started = self.clock()
-        give_up_at = started + self.retry_budget
-        if self.deadline is not None:
-            give_up_at = min(give_up_at, started + max(0.0, self.deadline.remaining()))
+        window = RetryWindow(self.retry_budget, self.deadline, self.clock)
         attempt = 0
         while True:
             attempt += 1
@@ -365,11 +360,11 @@ class LibvirtConnection(object):
                                       'sent again; look at the %s to see whether it took effect.' % NOUNS[kind])
                 if self._verified(verify, kind, method, target, failure, attempt):
                     return None
-            pause = self.jitter() * min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** (attempt - 1)))
-            if self.clock() + pause > give_up_at:
+            pause = backoff(attempt, self.jitter)
+            if not window.allows(pause):
                 raise self._error(ServiceUnavailable, kind, method, target, failure, attempt,
                                   ' The connection could not be used again within %.1f s (retry_budget %s s).'
-                                  % (self.clock() - started, self.retry_budget))
+                                  % (window.elapsed(), self.retry_budget))
             self.sleep(pause)
 
     def _verified(self, verify, kind, method, target, failure, attempt):

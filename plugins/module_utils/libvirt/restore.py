@@ -58,15 +58,6 @@ class LibvirtRestorer(Restorer):
         self.files = self.snapshots.files
         self.backup_dir = self.snapshots.backup_dir
 
-    def close(self):
-        self.snapshots.close()
-
-    def request_count(self):
-        return self.backend.request_count()
-
-    def find(self, identifier):
-        return self.backend.find(identifier)
-
     def status(self, dom):
         observation = self.backend.observe(dom)
         state = observation.state

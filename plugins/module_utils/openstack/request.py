@@ -31,6 +31,7 @@ import traceback
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, InvalidRequest, RequestFailed, ResourceNotFound, ServiceUnavailable)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.retry import DEFAULT_RETRY_BUDGET, RetryWindow, backoff, budget_seconds
 
 LIBRARY_IMPORT_ERROR = None
 try:
@@ -46,9 +47,6 @@ HAS_LIBRARY = openstack is not None
 
 READS = ('GET', 'HEAD')
 TRANSIENT_STATUSES = (429, 502, 503, 504)
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 8.0
-DEFAULT_RETRY_BUDGET = 60
 
 SERVICE_NAMES = {'compute': 'Compute (Nova)', 'placement': 'Placement', 'image': 'Image (Glance)',
                  'block_storage': 'Block storage (Cinder)', 'network': 'Network (Neutron)',
@@ -111,7 +109,7 @@ class RequestLayer(object):
     def __init__(self, conn, retry_budget=DEFAULT_RETRY_BUDGET, clock=time.monotonic, sleep=time.sleep,
                  jitter=random.random):
         self.conn = conn
-        self.retry_budget = DEFAULT_RETRY_BUDGET if retry_budget is None else max(0, retry_budget)
+        self.retry_budget = budget_seconds(retry_budget)
         self.clock, self.sleep, self.jitter = clock, sleep, jitter
         self.deadline = None        # set by the caller: no retry goes past the run's own deadline
         self.counter = RequestCounter(conn.session) if getattr(conn, 'session', None) is not None else None
@@ -139,10 +137,7 @@ class RequestLayer(object):
         (refused, or an action that may have been applied), ServiceUnavailable (still failing when the
         budget ran out)."""
         method = method.upper()
-        started = self.clock()
-        give_up_at = started + self.retry_budget
-        if self.deadline is not None:
-            give_up_at = min(give_up_at, started + max(0.0, self.deadline.remaining()))
+        window = RetryWindow(self.retry_budget, self.deadline, self.clock)
         attempt = 0
         while True:
             attempt += 1
@@ -156,11 +151,11 @@ class RequestLayer(object):
                                             'the resource to see whether it took effect.')
                 if self._verified(verify, service, method, path, failure, attempt):
                     return None
-            pause = self._pause(attempt, failure.retry_after)
-            if self.clock() + pause > give_up_at:
+            pause = backoff(attempt, self.jitter, failure.retry_after)
+            if not window.allows(pause):
                 raise self._error(ServiceUnavailable, service, method, path, failure, attempt,
                                   extra=' Still failing after %.1f s (retry_budget %s s).'
-                                        % (self.clock() - started, self.retry_budget))
+                                        % (window.elapsed(), self.retry_budget))
             self.retries += 1
             self.sleep(pause)
 
@@ -235,13 +230,6 @@ class RequestLayer(object):
             raise self._error(ServiceUnavailable, service, method, path, failure, attempt,
                               extra=' It may have reached the service, and reading whether it took effect also '
                                     'failed: %s' % error.msg)
-
-    def _pause(self, attempt, retry_after):
-        ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * (2 ** (attempt - 1)))
-        pause = self.jitter() * ceiling
-        if retry_after is not None:
-            pause = max(pause, retry_after)
-        return pause
 
     def _error(self, cls, service, method, path, failure, attempt, extra=''):
         what = 'HTTP %d' % failure.status if failure.status else 'no answer'

@@ -39,15 +39,6 @@ class OpenStackRestorer(Restorer):
         self.backend = backend
         self.snapshots = OpenStackSnapshots(backend)
 
-    def close(self):
-        self.snapshots.close()
-
-    def request_count(self):
-        return self.backend.request_count()
-
-    def find(self, identifier):
-        return self.backend.find(identifier)
-
     def _server(self, server_id):
         return self.backend.nova('GET', '/servers/%s' % server_id).json()['server']
 
