@@ -19,7 +19,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection
 
 # What common.py asks every backend package (the library is imported once, in connection.py).
 LIBRARY, LIBRARY_IMPORT_ERROR = connection.LIBRARY, connection.LIBRARY_IMPORT_ERROR
-HAS_LIBRARY = HAS_LIBVIRT = connection.HAS_LIBRARY
+HAS_LIBRARY = connection.HAS_LIBRARY
 # Where a run connects when neither libvirt_uri nor LIBVIRT_DEFAULT_URI says.
 DEFAULT_URI = 'qemu:///system'
 
@@ -202,7 +202,7 @@ def _undefined(dom):
 
 _STATE_NAMES = {}
 _BUSY_PAUSE_REASONS = {}
-if HAS_LIBVIRT:
+if HAS_LIBRARY:
     _STATE_NAMES = {
         libvirt.VIR_DOMAIN_NOSTATE: 'nostate', libvirt.VIR_DOMAIN_RUNNING: 'running',
         libvirt.VIR_DOMAIN_BLOCKED: 'blocked', libvirt.VIR_DOMAIN_PAUSED: 'paused',

@@ -30,7 +30,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import HAS_LIBVIRT, _interpret
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import HAS_LIBRARY, _interpret
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import LibvirtConnection, libvirt
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.migration import (
     DEFAULT_SHUTDOWN_TIMEOUT, UNLIMITED_BANDWIDTH, Job, Migrator)
@@ -472,4 +472,4 @@ def open_backend(params):
     return backend
 
 
-__all__ = ['LibvirtMoves', 'open_backend', 'validate_options', 'HAS_LIBVIRT']
+__all__ = ['LibvirtMoves', 'open_backend', 'validate_options', 'HAS_LIBRARY']

@@ -27,7 +27,6 @@ __all__ = ['HAS_LIBRARY', 'LIBRARY', 'LIBRARY_IMPORT_ERROR', 'MODEL', 'OpenStack
 # 2.73: lock with a reason, and locked_reason in the server body.  Zed (the oldest cloud we test)
 # offers up to 2.93.
 STATE_MICROVERSION = '2.73'
-COMPUTE_MICROVERSION = STATE_MICROVERSION
 # How long a server body read by find() answers the observe() that follows it.
 FOUND_BODY_SECONDS = 2.0
 
@@ -345,8 +344,3 @@ def _regex_escape(text):
     # Nova matches `name` as a regular expression: escape it to mean exactly this name.
     special = '\\.^$*+?{}[]|()'
     return ''.join('\\' + char if char in special else char for char in text)
-
-
-def _sdk_message(error):
-    details = getattr(error, 'details', None)
-    return '%s%s' % (getattr(error, 'message', None) or error, (' (%s)' % details) if details else '')
