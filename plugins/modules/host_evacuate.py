@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: host_evacuate
 short_description: Move every instance off a host (planned drain, or evacuation of a dead host)
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - V(drain) (planned maintenance) empties a live host. Running and paused instances move live, and
     stopped ones move cold (on OpenStack, the cold migration is confirmed). Suspended, shelved and

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: host_service
 short_description: Disable, enable, force down or up a Nova compute service
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Sets the status of one compute service (V(enabled) or V(disabled), with a reason) and its
     C(forced_down) flag, through Nova's service API by UUID (compute microversion 2.53 or later).

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: instance_rescue
 short_description: Boot an instance from a rescue disk with its own disks attached, and back
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - V(rescued) boots the instance from a rescue disk, with its own disks attached to the rescue
     guest, so that a guest that no longer boots can be repaired. V(unrescued) boots it from its own

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: instance_restore
 short_description: Restore an instance from a snapshot taken by instance_snapshot
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Brings an instance back to the content of a snapshot made by
     M(vmops.lifecycle.instance_snapshot), named by O(snapshot) or chosen as the newest verified

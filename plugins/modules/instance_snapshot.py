@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 module: instance_snapshot
 short_description: Take, rotate and delete snapshots of an instance (OpenStack or libvirt)
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Takes a snapshot of an instance and waits until it is verified (OpenStack image V(active) and its
     volume snapshots V(available); libvirt backup job finished and every copy checked), or deletes one.
