@@ -56,7 +56,7 @@ class BackendError(VmopsError):
 class RequestFailed(BackendError):
     """A request the service refused, or that could not be completed.
 
-    `details` (the contract in docs/architecture.md): `service` (compute, placement, image,
+    `details` (the contract in docs/dev/architecture.md): `service` (compute, placement, image,
     block_storage, network, identity, libvirt), `method`, `path` (no query string, no secrets),
     `http_status` (None when no answer came), `service_message` (the service's own text),
     `attempts`, and `sent`: `no` (provably never reached the service), `maybe` or `yes`.

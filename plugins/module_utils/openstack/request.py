@@ -9,7 +9,7 @@ keystoneauth's exceptions become the collection's errors (with the HTTP status, 
 path, and the service's own message), transient failures are retried, and every HTTP request of the
 run is counted.
 
-Retry rules (docs/architecture.md, "Surviving faults"):
+Retry rules (docs/dev/architecture.md, "Surviving faults"):
   * transient: connection errors and resets, HTTP 502, 503, 504 and 429 (Retry-After honoured);
     full-jitter exponential backoff from 0.5 s to 8 s, for at most `retry_budget` seconds per call
     and never past the run's deadline;

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""The layers of plugins/module_utils (docs/architecture.md), read from the source with ast.
+"""The layers of plugins/module_utils (docs/dev/architecture.md), read from the source with ast.
 
 Imports run one way: modules -> common -> openstack/, libvirt/ -> core/.  A core file imports
 nothing outside core/; a backend package imports core/ and itself, never the other backend nor
