@@ -1,0 +1,405 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan of a rolling maintenance over many hosts, in which each instance moves at most once.
+
+Pure: no I/O.  The caller reads the cloud (hosts and their capacity, instances) and gets back the batches.
+
+The one rule that makes every instance move at most once: an instance leaves a host only for a host
+that is already maintained or that is not in the roll.  So the first batch lands on free room outside
+the roll (or on a spare host), and every later batch lands on hosts maintained before it.
+
+Besides that rule, every plan keeps:
+  * server groups: members of an anti-affinity group never share a host; the members of an affinity
+    group on a host move together to one host (a group that already spans hosts, or whose members
+    would be split because one of them stays, is refused);
+  * availability zones: an instance lands in its own zone;
+  * capacity as Placement counts it: used + wanted <= (total - reserved) * allocation_ratio, for vCPU,
+    RAM and disk, on every host after every move;
+  * the drain's state policies (core/move_backend.policy_decision with the same defaults as
+    host_evacuate): running, paused, stopped and suspended instances move; shelved ones are offloaded
+    (they leave the host and land nowhere); error ones stay (error_policy=skip) and go down with the
+    host; shelved_offloaded ones have no host; a `fail` policy (rescued by default) refuses the plan.
+
+When the room is not there, the plan says how much is missing, per availability zone, so the
+operator can add a spare host before anything moves.
+
+Resumable: hosts listed in `maintained` are not drained again and already count as destinations.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import collections
+import heapq
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import MoveRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
+    FAIL, NONE, OFFLOAD, SKIP, UNMOVABLE, MoveSubject, policy_decision)
+
+RESOURCES = ('vcpus', 'ram_mb', 'disk_gb')
+
+# One host's room, as Placement reports it.  total, reserved, used: (vcpus, ram_mb, disk_gb);
+# ratio: the allocation ratios in the same order.  used=None: the sum of the instances listed on it.
+RollHost = collections.namedtuple('RollHost', 'name az total reserved ratio used')
+RollHost.__new__.__defaults__ = ((0, 0, 0), (1.0, 1.0, 1.0), None)
+
+# One instance.  size: (vcpus, ram_mb, disk_gb); group: server group id or None; policy: the group's
+# policy (anti-affinity, affinity, soft-anti-affinity, soft-affinity); az: None = its host's zone.
+RollInstance = collections.namedtuple('RollInstance', 'id name host state size group policy az')
+RollInstance.__new__.__defaults__ = (None, None, None)
+
+HARD_POLICIES = ('anti-affinity', 'affinity')
+
+
+class RollingPlan(object):
+    """The batches in order, what stays where it is, and the refusals (the plan is usable when ok)."""
+
+    def __init__(self, batches, refusals, missing, maintained):
+        self.batches = batches
+        self.refusals = refusals
+        self.missing = missing          # {az: {vcpus, ram_mb, disk_gb}} to add before the roll can go on
+        self.maintained = maintained    # hosts already maintained before this plan (resumed run)
+
+    @property
+    def ok(self):
+        return not self.refusals
+
+    def moves(self):
+        return [move for batch in self.batches for move in batch['moves']]
+
+    def as_dict(self):
+        return {'ok': self.ok, 'batches': self.batches, 'refusals': self.refusals, 'missing': self.missing,
+                'already_maintained': sorted(self.maintained)}
+
+
+class _Host(object):
+    """A host's room while planning: capacity and used per resource, and the anti-affinity groups on it."""
+
+    __slots__ = ('name', 'az', 'capacity', 'used', 'groups', 'version')
+
+    def __init__(self, spec):
+        self.name = spec.name
+        self.az = spec.az
+        self.capacity = [(spec.total[i] - spec.reserved[i]) * spec.ratio[i] for i in range(3)]
+        self.used = list(spec.used) if spec.used is not None else None
+        self.groups = collections.Counter()
+        self.version = 0
+
+    def free(self):
+        return [self.capacity[i] - self.used[i] for i in range(3)]
+
+    def fits(self, size):
+        used, capacity = self.used, self.capacity
+        return (used[0] + size[0] <= capacity[0] and used[1] + size[1] <= capacity[1]
+                and used[2] + size[2] <= capacity[2])
+
+    def room_key(self):
+        """Worst fit: the host with the most free room (as a share of its capacity) first."""
+        shares = [(self.capacity[i] - self.used[i]) / self.capacity[i] for i in range(3) if self.capacity[i] > 0]
+        return -min(shares) if shares else 0.0
+
+
+class _Unit(object):
+    """What moves as one: one instance, or the members of an affinity group on one host."""
+
+    __slots__ = ('members', 'size', 'anti_groups', 'source', 'az')
+
+    def __init__(self, members, source, az):
+        self.members = members
+        self.source = source
+        self.az = az
+        self.size = [sum(m.size[i] for m in members) for i in range(3)]
+        self.anti_groups = [m.group for m in members if m.group and m.policy == 'anti-affinity']
+
+
+class _Pool(object):
+    """The destinations of one availability zone: hosts maintained or outside the roll, in a heap by room."""
+
+    def __init__(self):
+        self.heap = []
+        self.free = [0.0, 0.0, 0.0]
+
+    def add(self, host):
+        self.push(host)
+        for i, value in enumerate(host.free()):
+            self.free[i] += value
+
+    def push(self, host):
+        host.version += 1
+        heapq.heappush(self.heap, (host.room_key(), host.name, host.version, host))
+
+    def place(self, unit):
+        """The host with the most room that takes the unit, or None.  Hosts passed over go back."""
+        passed, chosen = [], None
+        heap = self.heap
+        while heap:
+            entry = heapq.heappop(heap)
+            host = entry[3]
+            if entry[2] != host.version:
+                continue
+            if host.fits(unit.size) and not any(host.groups[g] for g in unit.anti_groups):
+                chosen = host
+                break
+            passed.append(entry)
+        for entry in passed:
+            heapq.heappush(heap, entry)
+        if chosen is not None:
+            self.take(chosen, unit.size, unit.anti_groups, 1)
+            self.push(chosen)
+        return chosen
+
+    def take(self, host, size, anti_groups, sign):
+        for i in range(3):
+            host.used[i] += sign * size[i]
+            self.free[i] -= sign * size[i]
+        for group in anti_groups:
+            host.groups[group] += sign
+
+
+def _policy_request(policies):
+    try:
+        return MoveRequest(host='rolling maintenance', **(policies or {}))
+    except TypeError as error:
+        raise InvalidRequest('policies: %s' % error)
+
+
+def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max_batch=1,
+              max_moves_in_flight=None, policies=None):
+    """Plan the roll.
+
+    hosts: [RollHost] of every host that may take part (the roll, the rest of the cloud, the spares);
+    instances: [RollInstance] on those hosts; roll: host names to maintain, in the order preferred when
+    all else is equal; maintained: hosts of the roll already done (a resumed run); spares: hosts outside
+    the roll that are there to take instances (listed in hosts); excluded: hosts that take nothing
+    (disabled or down); max_batch: hosts down at once; max_moves_in_flight: moves at once across the
+    cloud (each host of a batch gets an equal share as its window, so a batch has at most that many
+    hosts); policies: host_evacuate's suspended/shelved/rescued/error_policy.
+    """
+    if max_batch < 1:
+        raise InvalidRequest('max_batch must be at least 1, got %s.' % max_batch)
+    if max_moves_in_flight is not None and max_moves_in_flight < 1:
+        raise InvalidRequest('max_moves_in_flight must be at least 1, got %s.' % max_moves_in_flight)
+    request = _policy_request(policies)
+    by_name = {}
+    for spec in hosts:
+        if spec.name in by_name:
+            raise InvalidRequest('host %s is listed twice.' % spec.name)
+        by_name[spec.name] = _Host(spec)
+    for name in list(roll) + list(maintained) + list(spares) + list(excluded):
+        if name not in by_name:
+            raise InvalidRequest('host %s is not among the hosts whose capacity was given.' % name)
+    in_roll = set(roll)
+    clash = in_roll & set(spares)
+    if clash:
+        raise InvalidRequest('spare hosts cannot be in the roll: %s.' % ', '.join(sorted(clash)))
+    done = set(maintained) & in_roll
+    batch_cap = max_batch if max_moves_in_flight is None else min(max_batch, max_moves_in_flight)
+
+    on_host = collections.defaultdict(list)
+    unknown_usage = dict((name, host) for name, host in by_name.items() if host.used is None)
+    for host in unknown_usage.values():
+        host.used = [0, 0, 0]
+    for instance in instances:
+        host = by_name.get(instance.host)
+        if host is None:
+            continue                                 # no host (shelved_offloaded) or outside what was read
+        on_host[instance.host].append(instance)
+        if instance.host in unknown_usage:
+            for i in range(3):
+                host.used[i] += instance.size[i]
+        if instance.group and instance.policy == 'anti-affinity':
+            host.groups[instance.group] += 1
+
+    refusals = []
+    units, stays, offloads = _units_per_host(roll, done, on_host, by_name, request, refusals)
+    if refusals:
+        return RollingPlan([], refusals, {}, done)
+
+    pools = collections.defaultdict(_Pool)
+    for name, host in sorted(by_name.items()):
+        if name in excluded or (name in in_roll and name not in done):
+            continue
+        pools[host.az].add(host)
+
+    todo = [name for name in roll if name not in done]
+    order = dict((name, index) for index, name in enumerate(roll))
+    load = dict((name, [sum(u.size[i] for u in units[name]) for i in range(3)]) for name in todo)
+    todo.sort(key=lambda name: (_weight(load[name], by_name[name]), order[name]))
+
+    batches, stuck = [], {}
+    while todo:
+        batch, moves, left = [], [], []
+        for name in todo:
+            host = by_name[name]
+            if len(batch) >= batch_cap or host.az in stuck:
+                left.append(name)
+                continue
+            placed = _place_host(pools[host.az], units[name], load[name])
+            if placed is None:
+                left.append(name)
+                continue
+            batch.append(name)
+            moves.extend(placed)
+        if not batch:
+            for name in left:
+                stuck.setdefault(by_name[name].az, []).append(name)
+            break
+        window = max(1, max_moves_in_flight // len(batch)) if max_moves_in_flight else None
+        free_before = _free_by_az(pools)
+        for name in batch:
+            host = by_name[name]
+            if name in excluded:
+                continue
+            for unit in units[name]:                  # the instances leave: their room on the host is freed
+                for i in range(3):
+                    host.used[i] -= unit.size[i]
+                for group in unit.anti_groups:
+                    host.groups[group] -= 1
+            for instance in offloads[name]:
+                for i in range(3):
+                    host.used[i] -= instance.size[i]
+            pools[host.az].add(host)
+        batches.append({
+            'hosts': batch, 'window': window, 'moves': moves,
+            'offloads': [_offload_entry(i) for name in batch for i in offloads[name]],
+            'stay': [entry for name in batch for entry in stays[name]],
+            'free_before': free_before, 'free_after': _free_by_az(pools)})
+        todo = left
+
+    missing = {}
+    for az, names in sorted(stuck.items(), key=lambda item: str(item[0])):
+        shortfall = _shortfall(pools[az], names, load, by_name, units)
+        missing[az] = shortfall
+        refusals.append({
+            'reason': 'capacity',
+            'az': az, 'hosts': sorted(names), 'missing': shortfall,
+            'message': 'Not enough room to roll %d host(s) of availability zone %s with each instance moving '
+                       'once: add at least %s vCPU, %s MiB RAM and %s GB disk (e.g. a spare host), or raise '
+                       'allocation ratios.  Hosts waiting: %s.'
+                       % (len(names), az, _num(shortfall['vcpus']), _num(shortfall['ram_mb']),
+                          _num(shortfall['disk_gb']), ', '.join(sorted(names)))})
+    return RollingPlan(batches, refusals, missing, done)
+
+
+def _units_per_host(roll, done, on_host, by_name, request, refusals):
+    """Split each host's instances into units that move, instances that stay and instances offloaded."""
+    units, stays, offloads = {}, {}, {}
+    affinity_hosts = collections.defaultdict(set)
+    for name, instances in on_host.items():
+        for instance in instances:
+            if instance.group and instance.policy == 'affinity':
+                affinity_hosts[instance.group].add(name)
+    for group, names in sorted(affinity_hosts.items()):
+        if len(names) > 1:
+            refusals.append({'reason': 'affinity', 'group': group, 'hosts': sorted(names),
+                             'message': 'affinity group %s already spans hosts %s: the roll will not decide '
+                                        'which host it belongs on.' % (group, ', '.join(sorted(names)))})
+    for name in roll:
+        if name in done:
+            continue
+        host = by_name[name]
+        units[name], stays[name], offloads[name] = [], [], []
+        together = collections.defaultdict(list)
+        staying_groups = {}
+        for instance in sorted(on_host.get(name, ()), key=lambda i: (i.name or '', i.id)):
+            subject = MoveSubject(instance.id, instance.name, instance.state, None, name, False, {})
+            decision = policy_decision(subject, request)
+            az = instance.az if instance.az is not None else host.az
+            if decision.move in (FAIL, UNMOVABLE):
+                refusals.append({'reason': 'state', 'instance': instance.name, 'id': instance.id, 'host': name,
+                                 'message': '%s (%s) on %s: %s' % (instance.name, instance.id, name,
+                                                                   decision.reason)})
+            elif decision.move in (SKIP, NONE):
+                stays[name].append({'instance': instance.name, 'id': instance.id, 'host': name,
+                                    'reason': decision.reason})
+                if instance.group and instance.policy == 'affinity':
+                    staying_groups[instance.group] = instance
+            elif decision.move == OFFLOAD:
+                offloads[name].append(instance)
+            elif az != host.az:
+                refusals.append({'reason': 'az', 'instance': instance.name, 'id': instance.id, 'host': name,
+                                 'message': '%s (%s) is in availability zone %s but runs on %s in zone %s.'
+                                            % (instance.name, instance.id, az, name, host.az)})
+            elif instance.group and instance.policy == 'affinity':
+                together[instance.group].append(instance)
+            else:
+                units[name].append(_Unit([instance], name, az))
+        for group, members in sorted(together.items()):
+            if group in staying_groups:
+                stay = staying_groups[group]
+                refusals.append({'reason': 'affinity', 'group': group, 'host': name,
+                                 'message': 'affinity group %s on %s: %s (%s) stays (%s) while its other members '
+                                            'must leave, which splits the group.'
+                                            % (group, name, stay.name, stay.id, stays[name][-1]['reason'])})
+                continue
+            units[name].append(_Unit(members, name, host.az))
+        # The biggest first: the hardest to fit gets the most choice.
+        units[name].sort(key=lambda unit: (-unit.size[1], -unit.size[0], -unit.size[2], unit.members[0].id))
+    return units, stays, offloads
+
+
+def _place_host(pool, units, load):
+    """Place every unit of one host in the pool, or place none (returns the moves, or None)."""
+    if any(load[i] > pool.free[i] for i in range(3)):
+        return None
+    journal = []
+    for unit in units:
+        target = pool.place(unit)
+        if target is None:
+            for host, placed in reversed(journal):
+                pool.take(host, placed.size, placed.anti_groups, -1)
+                pool.push(host)
+            return None
+        journal.append((target, unit))
+    moves = []
+    for target, unit in journal:
+        for member in unit.members:
+            moves.append({'instance': member.name, 'id': member.id, 'state': member.state, 'from': unit.source,
+                          'to': target.name, 'az': unit.az, 'group': member.group,
+                          'size': dict(zip(RESOURCES, member.size))})
+    return moves
+
+
+def _offload_entry(instance):
+    return {'instance': instance.name, 'id': instance.id, 'state': instance.state, 'from': instance.host,
+            'to': None, 'size': dict(zip(RESOURCES, instance.size))}
+
+
+def _weight(load, host):
+    """How heavy a host's moving load is, as a share of its own capacity (lightest go first)."""
+    return max([load[i] / host.capacity[i] for i in range(3) if host.capacity[i] > 0] or [0])
+
+
+def _free_by_az(pools):
+    return dict((str(az), dict(zip(RESOURCES, [_num(v) for v in pool.free]))) for az, pool in pools.items())
+
+
+def _shortfall(pool, names, load, by_name, units):
+    """The room to add so that the waiting hosts can roll, one after the other, lightest first.
+
+    Per resource: the pool grows by each maintained host's free room, so the missing room is the largest
+    gap between a host's moving load and the pool's free room when its turn comes.  Bin packing can need
+    a little more than this sum; an instance bigger than any host's room counts whole.
+    """
+    free = list(pool.free)
+    missing = [0.0, 0.0, 0.0]
+    for name in sorted(names, key=lambda n: _weight(load[n], by_name[n])):
+        host = by_name[name]
+        for i in range(3):
+            missing[i] = max(missing[i], load[name][i] - free[i])
+            free[i] += host.capacity[i] - host.used[i]
+    if not any(missing):
+        # Enough room in sum, but no host takes some unit: the biggest unit waiting is what a spare must hold.
+        waiting = [unit for name in names for unit in units[name]]
+        if waiting:
+            missing = list(max(waiting, key=lambda u: (u.size[1], u.size[0])).size)
+    return dict(zip(RESOURCES, [_num(max(0, v)) for v in missing]))
+
+
+def _num(value):
+    """Whole numbers as int (JSON and messages read better), others rounded."""
+    rounded = round(value, 2)
+    return int(rounded) if rounded == int(rounded) else rounded
