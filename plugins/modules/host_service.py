@@ -60,6 +60,16 @@ options:
         O(forced_down=true), since two copies of an instance would otherwise run.
     type: bool
     default: false
+  wait_for_placement:
+    description:
+      - With O(state=enabled), also wait (up to O(timeout) seconds) until the scheduler can place
+        servers on the host again - its service enabled and up, and none of its resource providers
+        marked C(COMPUTE_STATUS_DISABLED) in Placement (Nova clears that trait a little after the
+        enable, and the scheduler's pre-filter leaves marked providers out).
+      - In check mode, one look without waiting; RV(placement) says what it saw.
+      - Needs Placement API 1.29 (Train) and compute microversion 2.53.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - vmops.lifecycle.backend
   - vmops.lifecycle.libvirt
@@ -75,7 +85,7 @@ attributes:
     support: full
     details: Status, reason, forced_down and state before and after.
 notes:
-  - O(wait) and O(timeout) do not apply; the service API acts at once.
+  - O(wait) does not apply; the service API acts at once. O(timeout) bounds only O(wait_for_placement).
 '''
 
 EXAMPLES = r'''
@@ -99,6 +109,14 @@ EXAMPLES = r'''
     host: compute5
     state: enabled
     forced_down: false
+
+- name: Enable compute3 and wait until the scheduler can use it again
+  vmops.lifecycle.host_service:
+    cloud: production
+    host: compute3
+    state: enabled
+    wait_for_placement: true
+    timeout: 300
 '''
 
 RETURN = r'''
@@ -113,6 +131,25 @@ service:
     after:
       description: The service as Nova returned it after the change (in check mode, as it would be).
       type: dict
+placement:
+  description: With O(wait_for_placement), whether the scheduler can use the host, and why not.
+  returned: when O(wait_for_placement=true)
+  type: dict
+  contains:
+    usable:
+      description: The service is enabled and up and no provider carries C(COMPUTE_STATUS_DISABLED).
+      type: bool
+    reasons:
+      description: What still keeps the scheduler away (empty when usable).
+      type: list
+      elements: str
+    providers:
+      description: The host's resource providers (id, name, disabled_trait).
+      type: list
+      elements: dict
+    waited:
+      description: Seconds waited.
+      type: float
 api_requests:
   description: HTTP requests this run sent to the cloud (authentication included).
   returned: always
@@ -133,6 +170,7 @@ def main():
             disabled_reason=dict(type='str'),
             forced_down=dict(type='bool'),
             fenced=dict(type='bool', default=False),
+            wait_for_placement=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )

@@ -55,3 +55,39 @@ def capacity(requests, host, subjects, services):
     fits = all(total_free[k] >= needed[k] for k in needed) and any(r['usable'] and r['fits_largest'] for r in rows)
     return {'hosts': sorted(rows, key=lambda r: r['host']), 'needed': needed, 'largest': largest,
             'free_on_usable_hosts': total_free, 'fits': fits}
+
+
+# Placement's mark on the resource providers of a disabled compute service (Nova sets it while the
+# service is disabled; the scheduler's pre-filter leaves such providers out).
+DISABLED_TRAIT = 'COMPUTE_STATUS_DISABLED'
+HYPERVISORS_MICROVERSION = '2.53'   # hypervisor ids are compute node UUIDs = resource provider UUIDs
+
+
+def readiness(requests, host, service):
+    """Can the scheduler place servers on `host` again?  `service` is the host's compute service
+    (as services.service_view gives it).  Returns {usable, reasons, providers}; reads only."""
+    reasons = []
+    if service['status'] != 'enabled':
+        reasons.append('the service is %s' % service['status'])
+    if service['state'] != 'up':
+        reasons.append('the service reports %s' % service['state'])
+    if service.get('forced_down'):
+        reasons.append('the service is forced down')
+    # A compute node's hypervisor name need not be its service's host name: match on the service.
+    hypervisors = requests.json('compute', 'GET', '/os-hypervisors/detail',
+                                microversion=HYPERVISORS_MICROVERSION).get('hypervisors', [])
+    providers = []
+    for hypervisor in hypervisors:
+        if (hypervisor.get('service') or {}).get('host') != host:
+            continue
+        traits = requests.json('placement', 'GET', '/resource_providers/%s/traits' % hypervisor['id'],
+                               microversion=PLACEMENT_MICROVERSION)['traits']
+        disabled = DISABLED_TRAIT in traits
+        providers.append({'id': hypervisor['id'], 'name': hypervisor.get('hypervisor_hostname'),
+                          'disabled_trait': disabled})
+        if disabled:
+            reasons.append('Placement still marks provider %s %s'
+                           % (hypervisor.get('hypervisor_hostname'), DISABLED_TRAIT))
+    if not providers:
+        reasons.append('no compute node of %s is known to Nova' % host)
+    return {'usable': not reasons, 'reasons': reasons, 'providers': providers}

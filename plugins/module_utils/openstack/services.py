@@ -8,7 +8,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import time
+
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, RequestFailed
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import placement
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import OpenStackBackend
 
 SERVICES_MICROVERSION = '2.84'
@@ -119,6 +123,9 @@ def validate_service_request(params):
         raise InvalidRequest('Nothing asked: set state (enabled/disabled) and/or forced_down.')
     if params.get('disabled_reason') is not None and params.get('state') != 'disabled':
         raise InvalidRequest('disabled_reason needs state=disabled (Nova clears the reason on enable).')
+    if params.get('wait_for_placement') and (params.get('state') != 'enabled' or params.get('forced_down')):
+        raise InvalidRequest('wait_for_placement waits until the scheduler can use the host again: it needs '
+                             'state=enabled and no forced_down=true.')
     if params.get('forced_down') and not params.get('fenced'):
         raise InvalidRequest('forced_down=true needs fenced=true: marking a host down lets Nova evacuate its '
                              'instances elsewhere, so first make sure the host is powered off or isolated '
@@ -154,9 +161,28 @@ def ensure_service(services, params, check_mode=False):
             after['forced_down'] = change['forced_down']
             after['state'] = 'down' if change['forced_down'] else '(reported by the service within its report interval)'
     keys = ('status', 'disabled_reason', 'forced_down', 'state')
-    return {
+    result = {
         'changed': bool(change),
         'service': {'before': before, 'after': after},
-        'api_requests': services.request_count(),
         'diff': {'before': dict((k, before[k]) for k in keys), 'after': dict((k, after[k]) for k in keys)},
     }
+    if params.get('wait_for_placement'):
+        result['placement'] = placement_ready(services, host, binary, params.get('timeout') or 180,
+                                              wait=not check_mode)
+    result['api_requests'] = services.request_count()
+    return result
+
+
+def placement_ready(services, host, binary, timeout, wait=True):
+    """Wait until the scheduler can place servers on `host`: its service enabled and up, and no
+    resource provider of it marked COMPUTE_STATUS_DISABLED in Placement.  Without `wait`, one look."""
+    requests = services.backend.requests
+
+    def observe():
+        return placement.readiness(requests, host, services.find(host, binary))
+    if not wait:
+        return dict(observe(), waited=0.0)
+    started = time.monotonic()
+    found = wait_until(observe, lambda seen: seen['usable'], lambda seen: '; '.join(seen['reasons']),
+                       '%s to be usable by the scheduler (Placement)' % host, timeout)
+    return dict(found, waited=round(time.monotonic() - started, 3))
