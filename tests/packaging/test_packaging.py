@@ -42,13 +42,15 @@ ARTEFACTS = [
     'tests/unit/.pytest_cache/README.md', '.mypy_cache/x.json', '.ruff_cache/x',
     'plugins/modules/__pycache__/instance_state.cpython-311.pyc',
     'plugins/module_utils/core/states.pyc', 'reports/maintenance-window.md',
-    'playbooks/reports/maintenance-window.html', 'tests/output/junit/x.xml',
+    'playbooks/reports/maintenance-window.html', 'playbooks/awx/reports/snapshot-policy.json',
+    'tests/integration/targets/role_maintenance_window/reports/maintenance-window.md', 'tests/output/junit/x.xml',
     'tests/output/.tmp/sanity/x', 'vmops-lifecycle-0.0.9.tar.gz', 'changelogs/.plugin-cache.yaml',
     'ansible.log', 'plugins/modules/instance_state.py.swp', 'docs/README.md~',
 ]
 ARTEFACT_PATTERNS = [
     '.venv*', '.build*', '*.ansible*', '*.pytest_cache*', '*.mypy_cache*', '*.ruff_cache*', '*__pycache__*',
-    '*.pyc', 'reports*', 'playbooks/reports*', 'tests/output*', '*.tar.gz', '*.plugin-cache.yaml', '*.log',
+    '*.pyc', 'reports*', 'playbooks/reports*', 'playbooks/*/reports*',
+    'tests/integration/targets/*/reports*', 'tests/output*', '*.tar.gz', '*.plugin-cache.yaml', '*.log',
     '*.swp', '*~', 'sandbox*', 'scripts*', 'bench*', '.ci*', 'requirements-dev.txt',
 ]
 
