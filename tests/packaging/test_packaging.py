@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ast
 import fnmatch
 import json
 import os
@@ -246,3 +247,32 @@ def test_libvirt_module_says_what_is_missing(installed, without_libvirt):
     result = run_module(installed, without_libvirt, 'instance_state',
                         {'name': 'web1', 'state': 'running', 'libvirt_uri': 'test:///default'})
     assert result['failed'] and 'libvirt-python' in result['msg'], result
+
+
+# Version claims --------------------------------------------------------------------------------
+
+def version_claims(node, where):
+    """Every version_added in a DOCUMENTATION tree (the module's and each option's), with its place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'version_added':
+                yield where, str(value)
+            else:
+                yield from version_claims(value, '%s.%s' % (where, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from version_claims(value, '%s[%d]' % (where, index))
+
+
+def test_no_module_claims_a_version_after_the_collection(installed):
+    version = yaml.safe_load(open(os.path.join(REPO, 'galaxy.yml')))['version']
+    claims = []
+    for name, path in collection_files(installed, 'plugins/modules'):
+        tree = ast.parse(open(path).read())
+        documentation = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                         and [target.id for target in node.targets if isinstance(target, ast.Name)] == ['DOCUMENTATION']]
+        claims += list(version_claims(yaml.safe_load(documentation[0]), name.rsplit('.', 1)[-1]))
+    assert claims, 'no version_added found: the test reads nothing'
+    newer = [(where, claimed) for where, claimed in claims
+             if tuple(int(part) for part in claimed.split('.')) > tuple(int(part) for part in version.split('.'))]
+    assert not newer, 'version_added after the collection version %s: %s' % (version, newer)
