@@ -22,7 +22,7 @@ import pytest
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', '..'))
 COLLECTION = 'ansible_collections.vmops.lifecycle'
 MODULE_UTILS = COLLECTION + '.plugins.module_utils'
-SCANNED = ('plugins/module_utils', 'plugins/modules')
+SCANNED = ('plugins/module_utils', 'plugins/modules', 'plugins/inventory')
 BACKENDS = ('openstack', 'libvirt')
 
 # What each layer of module_utils may not import (by layer of the imported file).
@@ -114,7 +114,7 @@ def layer(name):
     """core, openstack, libvirt, common for module_utils; modules for a module; None otherwise."""
     if name.startswith(MODULE_UTILS + '.'):
         return name[len(MODULE_UTILS) + 1:].split('.')[0]
-    if name.startswith(COLLECTION + '.plugins.modules.'):
+    if name.startswith(COLLECTION + '.plugins.modules.') or name.startswith(COLLECTION + '.plugins.inventory.'):
         return 'modules'
     return None
 
