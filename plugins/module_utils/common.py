@@ -175,6 +175,39 @@ def library_versions():
     return versions
 
 
+# Keys of a clouds.yaml-style dict whose values are secrets (openstacksdk's auth plugins' names).
+SECRET_KEY_WORDS = ('password', 'secret', 'token', 'passcode', 'totp')
+
+
+def cloud_secrets(value, key=''):
+    """The secret strings inside a `cloud:` given as a dict (auth.password, application_credential_secret ...)."""
+    if isinstance(value, dict):
+        found = set()
+        for name, item in value.items():
+            found |= cloud_secrets(item, str(name))
+        return found
+    if isinstance(value, (list, tuple)):
+        found = set()
+        for item in value:
+            found |= cloud_secrets(item, key)
+        return found
+    if isinstance(value, str) and value and any(word in key.lower() for word in SECRET_KEY_WORDS):
+        return {value}
+    return set()
+
+
+class VmopsModule(AnsibleModule):
+    """AnsibleModule that also hides the secrets of a `cloud:` dict.  `cloud` cannot be no_log: a cloud
+    name (a string) would then be masked in every message.  Its secret leaves join no_log_values before
+    the invocation is logged, so neither the log nor the result's invocation.module_args shows them."""
+
+    def _log_invocation(self):
+        self.no_log_values.update(cloud_secrets(self.params.get('cloud')))
+        super()._log_invocation()
+
+
 def new_module(own_options, **kwargs):
     """An AnsibleModule with the shared options added."""
-    return AnsibleModule(argument_spec=module_options(own_options), **kwargs)
+    module = VmopsModule(argument_spec=module_options(own_options), **kwargs)
+    module.no_log_values.update(cloud_secrets(module.params.get('cloud')))    # when no_log skipped the log
+    return module

@@ -17,9 +17,11 @@ description:
     rescued instances follow O(suspended_policy), O(shelved_policy) and O(rescued_policy). Instances in
     error are reported and left alone unless O(error_policy) says otherwise. Each instance ends in the
     power state it started in.
-  - V(evacuate) (OpenStack only) rebuilds the instances of a dead host on other hosts. It is refused
-    unless the host's compute service reports down, or the caller states the host is fenced and asks
-    to force it down.
+  - V(evacuate) (OpenStack only) rebuilds the instances of a dead host on other hosts, whatever their state,
+    keeping each one's ID, ports and volumes. A server Nova will not evacuate as it is (paused, suspended,
+    rescued, or stuck with a task) is reset to error first; a pending resize is confirmed first. Each then
+    gets its earlier state back where the hypervisor allows it (see the notes). It is refused unless the
+    host's compute service reports down, or the caller states the host is fenced and asks to force it down.
   - At most O(window) moves are in flight at any time; the window is refilled as each move ends. The
     module finds ended moves with one shared read per cycle for all instances, never one read per instance.
   - A live move still running after O(deadline) seconds is aborted (or force-completed, see
@@ -53,14 +55,32 @@ options:
     description:
       - Where to move the instances. On OpenStack, leave it out to let the scheduler choose. A named host is
         still checked by the scheduler (compute microversion 2.68 and later), so a disabled or full
-        target is refused.
+        target is refused. It must be a known compute whose service is enabled and up; any other is refused
+        before anything changes.
       - On libvirt, required, the URI of the destination hypervisor.
     type: str
   instances:
     description:
       - Move only these instances (names or IDs) of the host; the others stay.
+      - Every name or ID must be an instance of O(host); any other is refused before anything changes.
     type: list
     elements: str
+  reserved_host:
+    description:
+      - V(evacuate) only. A spare compute host (normally kept disabled) that receives the evacuated instances,
+        as Masakari's reserved host. Before the first evacuation its compute service is enabled and it is added
+        to every host aggregate the failed host belongs to; the result's C(reserved_host) says what was done.
+        It must be a known compute whose service is up. Exclusive with O(target_host).
+      - It is left enabled and in those aggregates after the run (it now hosts the instances).
+    type: str
+  shared_storage:
+    description:
+      - V(evacuate) only. The computes keep instance disks on shared storage (Ceph RBD C(images_type=rbd), an
+        NFS C(instances_path)), so an image-backed server's root disk survives the evacuation. The Nova API
+        does not show this. Without it, the plan and the result say that such a disk is recreated from its
+        image. A server booted from a volume always keeps its disks.
+    type: bool
+    default: false
   window:
     description:
       - Most moves in flight at once. Default 2 on OpenStack and 1 on libvirt.
@@ -117,11 +137,12 @@ options:
     description:
       - V(move) unrescues the instance, moves it live and rescues it again with Nova's default rescue
         image. The rescue session is lost, and a new admin password is set.
-      - V(fail) (default) refuses the run, since someone is repairing that instance.
+      - V(fail) refuses the run, since someone is repairing that instance. The default for O(mode=drain).
       - V(skip) leaves it on the host, reported.
+      - With O(mode=evacuate), V(move) (the default there) evacuates it; it comes back running, the rescue
+        session lost (the result says so).
     type: str
     choices: [move, skip, fail]
-    default: fail
   error_policy:
     description:
       - V(skip) reports instances in error and leaves them alone.
@@ -231,18 +252,26 @@ attributes:
     details: Returns the plan and the capacity check; touches nothing.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+    support: full
+    details: Before and after, the host's compute service and where each instance is (host and state).
+      In check mode, the target is O(target_host), O(reserved_host), or the scheduler's choice.
 notes:
   - Locked servers are moved (an admin may move them) and reported with C(locked=true).
   - Evacuation uses compute microversion 2.84. Up to Zed's 2.93, an evacuated server keeps its power state.
-    Nova (Zed) evacuates only active, stopped and error servers; any other gets HTTP 409. A paused server
-    on the dead host is therefore planned as V(unmovable) (check mode shows it) and reported C(failed) with
-    the reason and the remedy; nothing is sent for it, the other servers are still evacuated, and the run
-    fails at its end like any per-server failure. The remedy is that an admin resets its state
-    (C(openstack server set --state active)) and reruns, or the server is deleted and relaunched from its
-    newest snapshot with M(vmops.lifecycle.instance_restore) and
-    O(vmops.lifecycle.instance_restore#module:relaunch_missing=true).
-    Suspended, shelved and rescued servers follow their policy (V(fail) refuses the run, else skipped).
+    Nova evacuates only active, stopped and error servers with no task; any other gets HTTP 409. Such a
+    server is reset to error first (C(os-resetState), admin), which clears a stuck task too, then evacuated
+    (it comes up running), then set back. Paused is paused again, suspended suspended again (a fresh guest,
+    its memory is not kept), a stuck task's server gets its earlier state. A rescued server ends running (the
+    rescue session is lost, the result says so). A pending resize (VERIFY_RESIZE) is confirmed first (Nova
+    confirms it on the resize's source compute, which is alive; a revert would need the dead host), then
+    evacuated as it is. Each step is in the server's C(message) and the plan's C(note).
+  - A step after a reset that fails never leaves the server in error; it is reset to active (on the dead
+    host a rerun then evacuates it), and its message says where it is, what it was and what to do.
+  - The plan and the result say per server whether its root disk survives (in the note). A server
+    booted from a volume keeps it; an image-backed one keeps it only with O(shared_storage=true), else Nova
+    recreates it from its image. Attached volumes are always kept. A server that evacuation cannot bring
+    back is relaunched from its newest snapshot by the C(disaster_recovery) role (a new ID).
+    Shelved (not offloaded) servers follow O(shelved_policy) (V(fail) refuses the run, else skipped).
   - A suspended or rescued server whose move is interrupted between its steps (for example resumed and
     moved, but not yet suspended again) is, on a rerun, no longer on the host. Its original state is
     in the failed run's report, not in the cloud.
@@ -273,11 +302,22 @@ EXAMPLES = r'''
     mode: evacuate
     fenced: true
     force_down: true
+
+- name: Compute5 is dead, bring its servers up on the spare compute9 (kept disabled until now)
+  vmops.lifecycle.host_evacuate:
+    cloud: production
+    host: compute5
+    mode: evacuate
+    reserved_host: compute9
+    shared_storage: true
 '''
 
 RETURN = r'''
 plan:
-  description: The ordered plan, one entry per instance found on the host (instance, id, move, from, state, locked, note).
+  description:
+    - The ordered plan, one entry per instance found on the host (instance, id, move, from, state, locked, note).
+    - For an evacuation on OpenStack, the note names the steps (for example C(reset_state, move, pause)) and what
+      happens to the disk, and C(disk) says it as data (root is V(volume), V(shared) or V(local); survives; volumes).
   returned: always
   type: list
   elements: dict
@@ -292,6 +332,7 @@ servers:
     - Per instance, name, id, from, to, move (live, cold, evacuate, offload, skip, adopt, unmovable), attempts,
       state_before, state_after, locked, started, finished, seconds, outcome (moved, skipped, failed, already_done, planned in
       check mode) and message.
+    - An evacuated server's message names the steps taken, and C(disk) is as in RV(plan).
   returned: always
   type: list
   elements: dict
@@ -301,6 +342,24 @@ totals:
   type: dict
 service:
   description: The host's compute service before and after (None on libvirt); restored=true when it was enabled again after a failure.
+  returned: always
+  type: dict
+not_on_host:
+  description:
+    - The names or IDs of O(instances) that are not on the host, each with where it is (C(host), None for none) and
+      whether it C(exists). Listed only when that changes nothing (a rerun after they were moved, or an instance with
+      no host); otherwise the run is refused before anything changes.
+  returned: always
+  type: list
+  elements: dict
+diff:
+  description: In diff mode, before and after, the host's service and where each instance is (host and state).
+  returned: when diff mode is on
+  type: dict
+reserved_host:
+  description:
+    - With O(reserved_host), the spare host, the C(changes) made to it (or that check mode would make), its service
+      before (and after when enabled), and the failed host's aggregates it was added to. None otherwise.
   returned: always
   type: dict
 '''
@@ -328,7 +387,7 @@ def main():
             block_migration=dict(type='str', default='auto', choices=['auto', 'true', 'false']),
             suspended_policy=dict(POLICY, default='move'),
             shelved_policy=dict(POLICY, default='move'),
-            rescued_policy=dict(POLICY, default='fail'),
+            rescued_policy=dict(POLICY),
             error_policy=dict(type='str', default='skip', choices=['skip', 'fail', 'move']),
             disable=dict(type='bool', default=True),
             disabled_reason=dict(type='str'),
@@ -342,6 +401,8 @@ def main():
             migration_uri=dict(type='str'),
             migration_bandwidth=dict(type='int'),
             timeout=dict(type='int', default=3600),
+            reserved_host=dict(type='str'),
+            shared_storage=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -352,7 +413,7 @@ REQUEST_KEYS = ('host', 'mode', 'target_host', 'window', 'deadline', 'deadline_a
                 'block_migration', 'suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy',
                 'disable', 'disabled_reason', 'restore_service_on_failure', 'fenced', 'force_down',
                 'power_state', 'lock_during_move', 'instances', 'poll_interval', 'progress_file', 'timeout',
-                'retry_budget')
+                'retry_budget', 'reserved_host', 'shared_storage')
 
 
 def converge(module):
@@ -366,16 +427,23 @@ def converge(module):
     else:
         libvirt_moves.validate_options(params)
     moves.validate_request(request, backend_name)
+    if backend_name != 'openstack' and (params['reserved_host'] or params['shared_storage']):
+        raise InvalidRequest('reserved_host and shared_storage apply to the OpenStack backend (mode=evacuate) only.')
     backend = open_with(module, {'openstack': OpenStackMoves, 'libvirt': libvirt_moves.open_backend})
     with backend:
         try:
-            return moves.run(backend, request, check_mode=module.check_mode)
+            result = moves.run(backend, request, check_mode=module.check_mode)
         except VmopsError as error:
             if isinstance(error, InvalidRequest):
                 raise
             details = dict(error.details)
+            if not module._diff:
+                details.pop('diff', None)
             changed = details.pop('changed', False)
             module.fail_json(msg=error.msg, changed=changed, **details)
+    if not module._diff:
+        result.pop('diff')
+    return result
 
 
 if __name__ == '__main__':

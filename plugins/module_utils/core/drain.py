@@ -20,7 +20,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_record 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import validate_request
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_service import HostService
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_window import ERROR, RunEnded, Window
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import SKIP, UNMOVABLE
 
 
@@ -48,21 +48,28 @@ class DrainRun(object):
         self.record = DrainRecord(request, clock)
         self.window = Window(backend, request, clock, self.record, self.started + request.timeout)
         self.released_locks = []
+        self.reserved = None     # what was done to the reserved host (OpenStack: enabled, aggregates joined)
+        self.not_on_host = []
 
     def go(self, check_mode):
         request, backend = self.request, self.backend
         self.service.read()
-        plan = DrainPlan(backend, request, backend.list_on_host(request.host))
+        subjects = backend.list_on_host(request.host)
+        changes = self.service.planned_changes()
+        self.not_on_host = instances_not_on_host(backend, request, subjects, changes)
+        backend.check_targets(request)
+        plan = DrainPlan(backend, request, subjects)
         movers = plan.movers()
         capacity = backend.capacity(request.host, [item.subject for item in movers]) if movers else []
         plan.refuse_if_asked(capacity)
-        changes = self.service.planned_changes()
         if check_mode:
             for item in plan.items:
                 outcome = {SKIP: 'skipped', UNMOVABLE: 'failed'}.get(item.decision.move, 'planned')
                 self.record.add(item.subject, item.decision.move, outcome=outcome,
                                 message=item.decision.reason or item.decision.note)
-            return self._result(bool(movers) or bool(changes), plan, capacity, check_mode=True, would_change=changes)
+            self.reserved = backend.prepare_reserved_host(request, check_mode=True) if movers else None
+            return self._result(bool(movers) or bool(changes) or bool((self.reserved or {}).get('changes')),
+                                plan, capacity, check_mode=True, would_change=changes)
         for item in plan.items:     # nothing is sent for these; the others still move
             if item.decision.move in (SKIP, UNMOVABLE):
                 self.record.add(item.subject, item.decision.move, outcome='skipped' if item.decision.move == SKIP
@@ -73,6 +80,9 @@ class DrainRun(object):
         try:
             self.released_locks = backend.release_stale_locks(request.host)
             self.service.apply(changes)
+            if movers and request.reserved_host:
+                self.reserved = backend.prepare_reserved_host(request, check_mode=False)
+                request.target_host = request.reserved_host
             self.window.drive()
         except RunEnded as ended:
             failure = ended
@@ -83,8 +93,8 @@ class DrainRun(object):
         failed = self.record.with_outcome('failed')
         if (failure is not None or failed) and request.restore_service_on_failure and self.service.disabled_by_us:
             self.service.restore()
-        result = self._result(self.record.sent_anything() or self.service.changed or bool(self.released_locks),
-                              plan, capacity)
+        result = self._result(self.record.sent_anything() or self.service.changed or bool(self.released_locks)
+                              or bool((self.reserved or {}).get('changes')), plan, capacity)
         if failure is not None and not isinstance(failure, VmopsError):
             raise failure
         if failure is not None or failed:
@@ -126,10 +136,74 @@ class DrainRun(object):
             'max_in_flight': window.max_in_flight, 'window': window.size, 'polls': window.polls,
             'failed_polls': window.failed_polls,
         })
+        service = self.service.report(check_mode, would_change)
+        disks = dict((item.subject.id, item.entry['disk']) for item in plan.items if 'disk' in item.entry)
+        servers = [dict(entry, disk=disks[entry['id']]) if entry['id'] in disks else entry
+                   for entry in record.servers.values()]
         return {
+            'diff': run_diff(self.request, plan, record, service, check_mode),
+            'reserved_host': self.reserved,
             'changed': changed, 'host': self.request.host, 'mode': self.request.mode, 'plan': plan.entries(),
-            'capacity': capacity, 'servers': list(record.servers.values()), 'totals': totals,
-            'service': self.service.report(check_mode, would_change),
+            'capacity': capacity, 'servers': servers, 'totals': totals,
+            'service': service,
             'backend': self.backend.name, 'location': self.backend.location(),
-            'released_locks': self.released_locks,
+            'released_locks': self.released_locks, 'not_on_host': self.not_on_host,
         }
+
+
+def instances_not_on_host(backend, request, subjects, service_changes):
+    """The named instances that are not on the host, each with where it is ({ref, host}), refused before anything
+    changes when one does not exist at all, or is on another host while the run would change the host's service
+    (a typo; a rerun after the instance was moved changes nothing on the service and only lists it).  An instance
+    with no host (shelved offloaded) is only listed."""
+    if not request.instances:
+        return []
+    known = set()
+    for subject in subjects:
+        known.update((subject.id, subject.name))
+    elsewhere, refused = [], []
+    for ref in request.instances:
+        if ref in known:
+            continue
+        found = backend.locate(ref)
+        entry = {'instance': ref, 'host': found.get('host') if found else None, 'exists': found is not None}
+        elsewhere.append(entry)
+        if found is None:
+            refused.append('%s (no such instance)' % ref)
+        elif found.get('host') and service_changes:
+            refused.append('%s (it is on %s)' % (ref, found['host']))
+    if refused:
+        raise InvalidRequest(
+            'Nothing was changed: instances names %s, not on %s (instances there: %s). Name only instances of '
+            'that host; one moved off it by an earlier run is done and can be left out.'
+            % ('; '.join(refused), request.host, ', '.join(sorted(s.name or s.id for s in subjects)) or 'none'),
+            not_on_host=elsewhere)
+    return elsewhere
+
+
+def run_diff(request, plan, record, service, check_mode):
+    """before/after: the host's service and where each instance is (check mode: where it would go)."""
+    def service_view(body):
+        if not body:
+            return None
+        return dict((key, body.get(key)) for key in ('status', 'state', 'forced_down', 'disabled_reason'))
+    before = {'service': service_view(service.get('before')), 'instances': {}}
+    after_service = dict(service_view(service.get('before')) or {}, **dict(
+        ('status' if key == 'disabled' else 'disabled_reason' if key == 'reason' else key,
+         ('disabled' if value else 'enabled') if key == 'disabled' else value)
+        for key, value in (service.get('would_change') or {}).items())) if check_mode and service.get('before') \
+        else service_view(service.get('after'))
+    after = {'service': after_service, 'instances': {}}
+    for item in plan.items:
+        label = '%s (%s)' % (item.subject.name, item.subject.id)
+        before['instances'][label] = {'host': item.subject.host, 'state': item.subject.state}
+        entry = record.servers.get(item.subject.id) or {}
+        if check_mode:
+            moving = entry.get('outcome') == 'planned'
+            target = request.reserved_host or request.target_host or 'chosen by the scheduler'
+            after['instances'][label] = {'host': target if moving else item.subject.host,
+                                         'state': item.subject.state}
+        else:
+            after['instances'][label] = {'host': entry.get('to') or item.subject.host,
+                                         'state': entry.get('state_after') or item.subject.state}
+    return {'before': before, 'after': after}

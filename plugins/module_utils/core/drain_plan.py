@@ -35,6 +35,8 @@ class DrainPlan(object):
                 continue
             entry = {'instance': subject.name, 'id': subject.id, 'move': decision.move, 'from': subject.host,
                      'state': subject.state, 'locked': subject.locked, 'note': decision.note or decision.reason}
+            if subject.details.get('disk_fate') is not None:     # evacuations: does the root disk survive
+                entry['disk'] = subject.details['disk_fate']
             if decision.move == FAIL:
                 self.refusals.append('%s (%s): %s' % (subject.name, subject.id, decision.reason))
             self.items.append(PlanItem(entry, subject, decision))

@@ -23,10 +23,10 @@ class MoveRequest(object):
     FIELDS = dict(
         host=None, mode='drain', target_host=None, window=None, deadline=600, deadline_action='abort',
         cold_fallback=True, block_migration='auto', suspended_policy='move', shelved_policy='move',
-        rescued_policy='fail', error_policy='skip', disable=True, disabled_reason=None,
+        rescued_policy=None, error_policy='skip', disable=True, disabled_reason=None,
         restore_service_on_failure=True, fenced=False, force_down=False, power_state='keep',
         lock_during_move=None, instances=None, poll_interval=0.4, progress_file=None, timeout=3600,
-        retry_budget=60,
+        retry_budget=60, reserved_host=None, shared_storage=False,
     )
 
     def __init__(self, **kwargs):
@@ -36,6 +36,10 @@ class MoveRequest(object):
         for key, default in self.FIELDS.items():
             value = kwargs.get(key)
             setattr(self, key, default if value is None else value)
+        if self.rescued_policy is None:
+            # Someone is repairing a rescued server: a drain refuses it by default.  A dead host's rescue
+            # session is lost anyway: an evacuation brings the server back running.
+            self.rescued_policy = 'move' if self.mode == 'evacuate' else 'fail'
 
     def policy_for(self, state):
         return {states.SUSPENDED: self.suspended_policy, states.SHELVED: self.shelved_policy,
@@ -77,5 +81,12 @@ def validate_request(request, backend_name=None):
     if request.force_down and not request.fenced:
         raise InvalidRequest('force_down needs fenced=true: forcing a host down while its instances may still '
                              'run there risks two copies of each instance. Fence the host first, then say so.')
+    if request.reserved_host is not None:
+        if request.mode != 'evacuate':
+            raise InvalidRequest('reserved_host applies to mode=evacuate only.')
+        if request.target_host is not None:
+            raise InvalidRequest('reserved_host and target_host are exclusive: the reserved host is the target.')
+        if request.reserved_host == request.host:
+            raise InvalidRequest('reserved_host is the host being evacuated (%s).' % request.host)
     if request.disabled_reason is not None and not request.disable:
         raise InvalidRequest('disabled_reason needs disable=true.')

@@ -86,8 +86,9 @@ def build_plan(model, observation, request):
     final = steps[-1].target if steps else observation.state
     if locked and steps and request.locked is not False:
         raise InstanceLocked(
-            '%s is locked (reason: %s); nothing was done. Set locked=false to unlock it first%s.'
+            '%s is locked (reason: %s); nothing was done. %s%s.'
             % (observation.name, reason or 'none given',
+               observation.details.get('unlock_hint') or 'Set locked=false to unlock it first',
                ' and lock it again afterwards with a second task' if request.locked else ''),
             locked_reason=reason, plan=[edge.verb for edge in steps])
     relock = request.locked is True and locked and request.lock_reason not in (None, reason)

@@ -153,6 +153,23 @@ class MoveBackend(abc.ABC):
         not in check mode; returns [{id, name, reason}] of the locks released."""
         return []
 
+    def locate(self, ref):
+        """Where an instance named by name or ID is: {'host': host or None (no host)}, or None when it does not
+        exist.  Backends that cannot look beyond the host answer {'host': None}."""
+        return {'host': None}
+
+    def check_targets(self, request):
+        """Refuse (errors.InvalidRequest) a target_host or reserved_host the run cannot use, before anything
+        changes.  Backends without such a notion accept everything."""
+        return None
+
+    def prepare_reserved_host(self, request, check_mode):
+        """Make request.reserved_host ready to receive the instances (OpenStack: enable its service, add it to
+        the failed host's aggregates); returns {host, changes, ...} (check mode: what it would change)."""
+        if request.reserved_host:
+            raise NotImplementedError('reserved_host is not supported by the %s backend' % self.name)
+        return None
+
     def capacity(self, host, subjects):
         """Room on the candidate hosts: [{host, fits (bool or None), free: {...}, needed: {...}}]."""
         return []

@@ -174,7 +174,18 @@ class OpenStackBackend(Backend):
         if body is None:
             return Observation(None, ref, states.ABSENT, None, None, {})
         self._last_seen[ref] = body
-        return observation_from_server(body)
+        observation = observation_from_server(body)
+        if body.get('locked'):
+            observation.details['unlock_hint'] = unlock_hint(self.caller_is_admin())
+        return observation
+
+    def caller_is_admin(self):
+        """Whether this run's token carries the admin role (read from the token: no request); None when unknown."""
+        try:
+            conn = self.requests.conn
+            return 'admin' in conn.session.auth.get_access(conn.session).role_names
+        except Exception:  # pylint: disable=broad-except
+            return None
 
     def get_server(self, server_id, microversion=STATE_MICROVERSION):
         """The server body, or None when Nova says it does not exist."""
@@ -292,6 +303,9 @@ ACTION_LANDS_IN = {
     'revert_resize': 'ACTIVE',
 }
 
+# os-resetState verbs (host_evacuate) and the vm_state each sets.
+RESET_LANDS_IN = {'reset_state': 'error', 'reset_active': 'active'}
+
 
 def action_took_effect(verb, before, after):
     """Whether a server action took effect, from the body before it was sent and a fresh one after.
@@ -301,6 +315,8 @@ def action_took_effect(verb, before, after):
         return bool(after.get('locked'))
     if verb == 'unlock':
         return not after.get('locked')
+    if verb in RESET_LANDS_IN:     # os-resetState: synchronous, and it clears the task
+        return after.get('OS-EXT-STS:vm_state') == RESET_LANDS_IN[verb] and not after.get('OS-EXT-STS:task_state')
     if after.get('OS-EXT-STS:task_state'):
         return True
     wanted = ACTION_LANDS_IN.get(verb)
@@ -311,6 +327,17 @@ def action_took_effect(verb, before, after):
     # A reboot, a rebuild, a move, a confirm: the server changed since it was last seen.
     return (after.get('updated') != before.get('updated')
             or after.get('OS-EXT-SRV-ATTR:host') != before.get('OS-EXT-SRV-ATTR:host'))
+
+
+def unlock_hint(is_admin):
+    """Who can lift a server's lock.  Nova lets a project member unlock only a lock its owner took; a lock an
+    admin took (of any project) can be lifted by an admin only (policy os-lock-server:unlock:unlock_override),
+    and the API does not say who took it."""
+    if is_admin:
+        return 'Set locked=false to unlock it first'
+    return ('Set locked=false to unlock it first if its own project locked it. If an admin locked it (for example '
+            'for maintenance or an evacuation; see the reason), only an admin can unlock it: ask the cloud\'s '
+            'administrators, or run this task with admin credentials')
 
 
 def observation_from_server(body):

@@ -32,13 +32,15 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import time
 import uuid
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, RequestFailed, ResourceNotFound
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import placement
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
+    BackendError, InvalidRequest, RequestFailed, ResourceNotFound)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import evacuation, placement
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (
     ASK_THE_SERVER, MIGRATION_IN_PROGRESS, MigrationRecords, epoch, iso)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
@@ -54,16 +56,13 @@ LOCK_PREFIX = 'vmops.lifecycle:host_evacuate:'
 MOVE_TASKS = ('migrating', 'resize_prep', 'resize_migrating', 'resize_migrated', 'resize_finish',
               'rebuilding', 'rebuild_spawning', 'rebuild_block_device_mapping', 'shelving_offloading')
 
-# Nova cold-migrates only ACTIVE and STOPPED servers, live-migrates ACTIVE and PAUSED ones, and
-# evacuates ACTIVE, STOPPED and ERROR ones (nova/compute/api.py, API.evacuate: check_instance_state
-# vm_state=[ACTIVE, STOPPED, ERROR], task_state=None; any other vm_state, PAUSED included, gets HTTP 409).
+# Nova cold-migrates only ACTIVE and STOPPED servers and live-migrates ACTIVE and PAUSED ones.  It
+# evacuates ACTIVE, STOPPED and ERROR ones with no task; any other is reset to ERROR first (evacuation.py).
 LIVE_STATES = (states.RUNNING, states.PAUSED)
 COLD_STATES = (states.RUNNING, states.STOPPED)
-EVACUATE_STATES = (states.RUNNING, states.STOPPED, states.ERROR)
-# What an operator can do with a server Nova will not evacuate (named in its failure message).
-EVACUATE_REMEDY = ('an admin resets its state (openstack server set --state active|error <id>) and host_evacuate '
-                   'is run again, or the server is deleted and relaunched from its newest snapshot with '
-                   'vmops.lifecycle.instance_restore relaunch_missing=true')
+EVACUATE_STATES = evacuation.EVACUABLE
+# States an evacuation brings over with a reset (or, for a pending resize, a confirm) first.
+RESET_STATES = (states.PAUSED, states.SUSPENDED, states.RESCUED, states.RESIZE_PENDING)
 
 ACTIONS = {
     'resume': {'resume': None}, 'suspend': {'suspend': None},
@@ -71,6 +70,8 @@ ACTIONS = {
     'pause': {'pause': None}, 'unpause': {'unpause': None},
     'start': {'os-start': None}, 'stop': {'os-stop': None},
     'confirm': {'confirmResize': None}, 'offload': {'shelveOffload': None}, 'unlock': {'unlock': None},
+    evacuation.RESET: {'os-resetState': {'state': 'error'}},
+    evacuation.RESET_BACK: {'os-resetState': {'state': 'active'}},
 }
 # The status each settling verb leads to.
 LANDS_IN = {'resume': 'ACTIVE', 'unrescue': 'ACTIVE', 'suspend': 'SUSPENDED', 'rescue': 'RESCUE',
@@ -92,6 +93,8 @@ class OpenStackMoves(moves.MoveBackend):
         self.services = ComputeServices(self.backend)
         self.run_id = run_id()
         self.records = MigrationRecords(self._call)
+        # Whether the computes share instance storage (the caller says so: the API does not show it).
+        self.shared_storage = bool(params.get('shared_storage'))
 
     # plumbing ----------------------------------------------------------------------------------
 
@@ -152,6 +155,73 @@ class OpenStackMoves(moves.MoveBackend):
         return self.update_service(self.get_service(host), disabled=disabled, reason=reason,
                                    forced_down=forced_down)
 
+    # targets -----------------------------------------------------------------------------------
+
+    def locate(self, ref):
+        body = self._server(ref) if _looks_like_uuid(ref) else None
+        if body is None:
+            found = self._call('GET', '/servers/detail', params={'all_tenants': 1, 'name': '^%s$' % re.escape(ref)}
+                               ).json()['servers']
+            found = [server for server in found if server.get('name') == ref]
+            body = found[0] if found else None
+        return None if body is None else {'host': body.get('OS-EXT-SRV-ATTR:host')}
+
+    def check_targets(self, request):
+        """target_host must be a known, enabled, up compute; reserved_host a known, up one (it may be, and
+        normally is, disabled).  Refused before anything changes."""
+        for option, name in (('target_host', request.target_host), ('reserved_host', request.reserved_host)):
+            if name is None:
+                continue
+            services = self.compute_services()
+            found = [s for s in services if s['host'] == name]
+            if not found:
+                raise InvalidRequest('Nothing was changed: %s %s is not a compute host of %s (known: %s).'
+                                     % (option, name, self.location(), ', '.join(sorted(s['host'] for s in services))))
+            service = found[0]
+            trouble = []
+            if service['state'] != 'up' or service.get('forced_down'):
+                trouble.append('its nova-compute service is %s' % ('forced down' if service.get('forced_down')
+                                                                   else service['state']))
+            if option == 'target_host' and service['status'] != 'enabled':
+                trouble.append('it is disabled (%s)' % (service.get('disabled_reason') or 'no reason given'))
+            if trouble:
+                raise InvalidRequest('Nothing was changed: %s %s cannot receive instances: %s. Choose an enabled, up '
+                                     'compute, or leave %s out to let the scheduler choose.'
+                                     % (option, name, ' and '.join(trouble), option), service=service)
+
+    def prepare_reserved_host(self, request, check_mode):
+        """Masakari's reserved host: enable the spare's compute service and add it to every aggregate of the
+        failed host, so that the scheduler accepts it as the target; returns what was (or would be) done."""
+        spare, failed = request.reserved_host, request.host
+        if not spare:
+            return None
+        service = self.get_service(spare)
+        aggregates = self._call('GET', '/os-aggregates').json()['aggregates']
+        joining = [a for a in aggregates if failed in (a.get('hosts') or []) and spare not in (a.get('hosts') or [])]
+        changes = []
+        if service['status'] != 'enabled':
+            changes.append('enable its nova-compute service')
+        changes.extend('join aggregate %s' % a['name'] for a in joining)
+        report = {'host': spare, 'changes': changes, 'service_before': service,
+                  'aggregates': sorted(a['name'] for a in aggregates if failed in (a.get('hosts') or []))}
+        if check_mode:
+            return report
+        if service['status'] != 'enabled':
+            report['service_after'] = self.update_service(service, disabled=False)
+        for aggregate in joining:
+            path = '/os-aggregates/%s/action' % aggregate['id']
+
+            def joined(aggregate_id=aggregate['id']):
+                body = self._call('GET', '/os-aggregates/%s' % aggregate_id).json()['aggregate']
+                return spare in (body.get('hosts') or [])
+            try:
+                self._call('POST', path, json={'add_host': {'host': spare}}, verify=joined)
+            except RequestFailed as error:
+                error.msg = 'Adding the reserved host %s to aggregate %s failed: %s' % (spare, aggregate['name'],
+                                                                                        error.msg)
+                raise
+        return report
+
     # listing and planning ------------------------------------------------------------------------
 
     def list_on_host(self, host):
@@ -189,7 +259,8 @@ class OpenStackMoves(moves.MoveBackend):
         details = dict(observation.details, status=body.get('status'), project_id=body.get('tenant_id'),
                        vcpus=flavor.get('vcpus'), ram=flavor.get('ram'), disk=flavor.get('disk'),
                        updated=body.get('updated'),
-                       move_in_flight=(body.get('OS-EXT-STS:task_state') in MOVE_TASKS))
+                       move_in_flight=(body.get('OS-EXT-STS:task_state') in MOVE_TASKS),
+                       disk_fate=evacuation.disk_fate(body, self.shared_storage))
         state = observation.state
         if body.get('status') in ('MIGRATING', 'RESIZE', 'REBUILD'):
             state = STATUS_TO_STATE_OF_VM.get(body.get('OS-EXT-STS:vm_state'), states.RUNNING)
@@ -212,30 +283,37 @@ class OpenStackMoves(moves.MoveBackend):
     def plan_move(self, subject, request):
         decision = moves.policy_decision(subject, request)
         move = decision.move
-        if move == moves.EVACUATE and subject.state not in EVACUATE_STATES:
-            # Nova evacuates active, stopped and error servers only (HTTP 409 for any other vm_state).
-            # A state with a policy (suspended, shelved, rescued) follows it: fail refuses the run,
-            # anything else skips the server.  A state without one (paused) fails for this server
-            # alone: nothing is sent for it, the others are evacuated, and the run reports the failure.
-            policy = request.policy_for(subject.state)
-            if policy == 'fail':
-                return moves.Decision(moves.FAIL, 'Nova cannot evacuate a %s server (%s_policy=fail)'
-                                      % (subject.state, subject.state))
-            if policy is None:
-                return moves.Decision(moves.UNMOVABLE, unevacuable_message(subject))
-            return moves.Decision(moves.SKIP, 'Nova cannot evacuate a %s server; it stays on the failed host'
-                                  % subject.state)
+        if move == moves.EVACUATE:
+            return self._plan_evacuation(subject, request)
         if move == moves.COLD and subject.state not in COLD_STATES:
             return moves.Decision(moves.FAIL, 'Nova cold-migrates only active or stopped servers, not %s'
                                   % subject.state)
         return decision
 
+    def _plan_evacuation(self, subject, request):
+        """Every server is evacuated (evacuation.py); a suspended or rescued one may be skipped or refuse the
+        run by its policy.  A shelved (not offloaded) server cannot be evacuated: its policy says skip or fail."""
+        fate = subject.details.get('disk_fate')
+        if subject.state not in EVACUATE_STATES + RESET_STATES:
+            policy = request.policy_for(subject.state)
+            if policy == 'fail':
+                return moves.Decision(moves.FAIL, 'Nova cannot evacuate a %s server (%s_policy=fail)'
+                                      % (subject.state, subject.state))
+            return moves.Decision(moves.SKIP, 'Nova cannot evacuate a %s server; it stays on the failed host'
+                                  % subject.state)
+        policy = request.policy_for(subject.state)
+        if subject.state in (states.SUSPENDED, states.RESCUED) and policy in ('skip', 'fail'):
+            return moves.Decision(moves.SKIP if policy == 'skip' else moves.FAIL,
+                                  '%s (%s_policy=%s)' % (subject.state, subject.state, policy))
+        steps, note = evacuation.evacuation_steps(subject, request.power_state)
+        plan = ', '.join(step for step in steps)
+        return moves.Decision(moves.EVACUATE, None, '; '.join(
+            part for part in ('steps: %s' % plan, note, evacuation.disk_note(fate)) if part))
+
     # moving ------------------------------------------------------------------------------------
 
     def start_move(self, subject, move, target_host, options):
         """Send the first request of a move; the steps of a move are handle.data['steps']."""
-        if move == moves.EVACUATE and subject.state not in EVACUATE_STATES:
-            raise BackendError(unevacuable_message(subject))    # never sent: Nova would answer 409
         steps = self._steps(subject, move, options)
         handle = moves.MoveHandle(subject, move, target_host, steps=steps, step=0, options=options,
                                   state_before=subject.state, locked_by_us=False,
@@ -275,12 +353,7 @@ class OpenStackMoves(moves.MoveBackend):
             lock = move == moves.EVACUATE
         lock = lock and not subject.locked
         if move == moves.EVACUATE:
-            steps = ['move']
-            wanted = {'keep': subject.state, 'running': states.RUNNING, 'stopped': states.STOPPED}[options.power_state]
-            # After an evacuation at 2.68..2.93 the server is active unless it was stopped.
-            after = states.STOPPED if subject.state == states.STOPPED else states.RUNNING
-            if wanted != after and wanted in (states.RUNNING, states.STOPPED):
-                steps.append({states.RUNNING: 'start', states.STOPPED: 'stop'}[wanted])
+            steps = evacuation.evacuation_steps(subject, options.power_state)[0]
         elif move == moves.COLD:
             steps = ['move', 'confirm']
         elif move == moves.OFFLOAD:
@@ -346,6 +419,8 @@ class OpenStackMoves(moves.MoveBackend):
             if handle.move == moves.OFFLOAD:
                 return self._action(subject.id, 'shelve_offload', ACTIONS['offload'], subject.name, before)
             raise BackendError('Unknown move %s' % handle.move)
+        if step == evacuation.RESET:
+            handle.data['reset'] = True
         return self._action(subject.id, step, ACTIONS[step], subject.name, before)
 
     def adopt(self, subject):
@@ -408,6 +483,8 @@ class OpenStackMoves(moves.MoveBackend):
         state = observation_from_server(body).state
         step = handle.data['steps'][handle.data['step']]
         move = handle.data.get('resolved_move', handle.move)
+        if handle.data.get('reset') and step in (evacuation.RESET, 'move'):
+            return self._status_after_reset(handle, body, step)
         if status == 'ERROR' and handle.subject.state != states.ERROR:
             fault = (body.get('fault') or {}).get('message') or 'no fault message'
             return moves.MoveStatus(False, True, 'the server went into ERROR: %s' % fault, host, state)
@@ -433,6 +510,29 @@ class OpenStackMoves(moves.MoveBackend):
         if wanted and status == wanted:
             return moves.MoveStatus(True, False, None, host, state)
         return moves.MoveStatus(False, True, '%s did not lead to %s (status %s)' % (step, wanted, status), host, state)
+
+    def _status_after_reset(self, handle, body, step):
+        """The reset and the evacuation of a server reset to ERROR: ERROR is expected until it is rebuilt."""
+        status, task = body.get('status'), body.get('OS-EXT-STS:task_state')
+        host = body.get('OS-EXT-SRV-ATTR:host')
+        if task is not None:
+            return None
+        if step == evacuation.RESET:
+            if body.get('OS-EXT-STS:vm_state') == 'error':
+                return moves.MoveStatus(True, False, None, host, states.ERROR)
+            return None
+        state = observation_from_server(body).state
+        if status in ('REBUILD', 'BUILD'):
+            return None
+        if host != handle.subject.host and status != 'ERROR':
+            return moves.MoveStatus(True, False, None, host, state)
+        if status == 'ERROR':
+            fault = (body.get('fault') or {}).get('message')
+            why = self._why_failed(handle) if host == handle.subject.host else \
+                'the rebuild on %s failed: %s' % (host, fault or 'no fault message')
+            return moves.MoveStatus(False, True, 'the evacuation failed: %s' % why, host, state)
+        return moves.MoveStatus(False, True, 'the evacuation ended and the server is still on %s (%s)'
+                                % (handle.subject.host, status), host, state)
 
     def _why_failed(self, handle):
         """The reason Nova gives for a move that ended without moving (instance action events)."""
@@ -504,7 +604,7 @@ class OpenStackMoves(moves.MoveBackend):
             return self._undo(handle, status)
         handle.data['step'] += 1
         if handle.data['step'] >= len(steps):
-            return status
+            return self._final(handle, status)
         try:
             self._send_step(handle)
         except BackendError as error:
@@ -514,8 +614,23 @@ class OpenStackMoves(moves.MoveBackend):
                 message = '%s (undone: %s)' % (message, undone)
             return moves.MoveStatus(False, True, message, status.host, status.state)
         if steps[handle.data['step']] == 'unlock':     # no wait needed for an unlock
-            return status
+            return self._final(handle, status)
         return moves.MoveStatus(False, False, None, status.host, status.state)
+
+    def _final(self, handle, status):
+        """The last status of a done move; an evacuation says the steps it took and where its state differs."""
+        if handle.move != moves.EVACUATE:
+            return status
+        subject = handle.subject
+        taken = [step for step in handle.data['steps'] if step not in ('lock', 'unlock')]
+        said = ['steps: %s' % ', '.join(taken)]
+        if subject.state == states.RESCUED and status.state != states.RESCUED:
+            said.append('was rescued, now running: the rescue session is lost (rescue it again if needed)')
+        if subject.state == states.RESIZE_PENDING:
+            said.append('its pending resize was confirmed')
+        said.append(evacuation.disk_note(subject.details.get('disk_fate')))
+        message = '; '.join(part for part in [status.message] + said if part)
+        return status._replace(message=message)
 
     def _undo(self, handle, status):
         """After a failed step: put back what the earlier steps changed, without waiting."""
@@ -529,6 +644,8 @@ class OpenStackMoves(moves.MoveBackend):
                     undone.append(back[step])
         except BackendError as error:
             undone.append('undo failed: %s' % error.msg)
+        if handle.data.get('reset'):
+            return self._undo_reset(handle, status, undone)
         released = self._release_lock(handle)     # also when an undo step above failed
         if released:
             undone.append(released)
@@ -536,6 +653,38 @@ class OpenStackMoves(moves.MoveBackend):
         if undone:
             message = '%s (undone: %s)' % (message, ', '.join(undone))
         return moves.MoveStatus(False, True, message, status.host, status.state)
+
+    def _undo_reset(self, handle, status, undone):
+        """A step after a reset failed: never leave the server in ERROR.  If it is in ERROR, reset it to ACTIVE
+        (on the dead host, a rerun then evacuates it as an active server) and say what it was and what to do."""
+        subject = handle.subject
+        body = self._server(handle.id) or {}
+        where = body.get('OS-EXT-SRV-ATTR:host') or status.host or subject.host
+        state_now = observation_from_server(body).state if body else status.state
+        restore = evacuation.RESTORE_STEP.get(subject.state)
+        then = ('then %s it (it was %s)' % (restore, subject.state)) if restore else \
+            'it was %s' % subject.state
+        if body.get('OS-EXT-STS:vm_state') == 'error':
+            try:
+                self._action(handle.id, evacuation.RESET_BACK, ACTIONS[evacuation.RESET_BACK], subject.name)
+                undone.append('reset to active')
+                state_now = states.RUNNING
+                advice = ('it is marked active on %s; %s: run host_evacuate again (it evacuates it as an active '
+                          'server), %s' % (where, 'the host is dead' if where == subject.host else 'check it there',
+                                           then))
+            except BackendError as error:
+                undone.append('reset to active failed: %s' % error.msg)
+                advice = ('it is left in ERROR on %s: reset it (openstack server set --state active %s) and run '
+                          'host_evacuate again, %s' % (where, handle.id, then))
+        else:
+            advice = 'it is %s on %s; %s' % (state_now, where, then)
+        released = self._release_lock(handle)
+        if released:
+            undone.append(released)
+        message = '%s; %s' % (status.message, advice)
+        if undone:
+            message = '%s (undone: %s)' % (message, ', '.join(undone))
+        return moves.MoveStatus(False, True, message, where, state_now)
 
     # capacity ----------------------------------------------------------------------------------
 
@@ -551,12 +700,6 @@ def run_id():
     return 'job-%s-%s' % (job, stamp) if job else '%s-%s' % (stamp, uuid.uuid4().hex[:6])
 
 
-def unevacuable_message(subject):
-    return ('Nova cannot evacuate a %s server (it evacuates only active, stopped and error servers; a %s one gets '
-            'HTTP 409), so no evacuation is sent and it stays on the failed host %s. Remedy: %s.'
-            % (subject.state, subject.state, subject.host, EVACUATE_REMEDY))
-
-
 STATUS_TO_STATE_OF_VM = {'active': states.RUNNING, 'stopped': states.STOPPED, 'paused': states.PAUSED,
                          'suspended': states.SUSPENDED, 'rescued': states.RESCUED, 'error': states.ERROR}
 
@@ -567,3 +710,11 @@ def _text(response):
         return '; '.join(str(v.get('message', v)) if isinstance(v, dict) else str(v) for v in body.values()).rstrip('.')
     except ValueError:
         return response.text[:200]
+
+
+def _looks_like_uuid(text):
+    try:
+        uuid.UUID(text)
+        return True
+    except (ValueError, TypeError, AttributeError):
+        return False

@@ -25,6 +25,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import email.utils
+import os
 import random
 import time
 import traceback
@@ -103,6 +104,17 @@ def connect(params):
                                % (cloud if isinstance(cloud, str) else 'from the environment', error))
 
 
+def cloud_label(params):
+    """How failures name the cloud: `cloud <name>`, the dict given as cloud, or the environment's OS_CLOUD."""
+    cloud = params.get('cloud')
+    if isinstance(cloud, str) and cloud:
+        return 'cloud %s' % cloud
+    if isinstance(cloud, dict):
+        return 'the cloud given as a dict'
+    named = os.environ.get('OS_CLOUD')
+    return 'cloud %s (OS_CLOUD)' % named if named else 'the cloud from the environment (OS_* variables)'
+
+
 class RequestLayer(object):
     """Sends every request of one run over one SDK connection (see the module docstring)."""
 
@@ -119,7 +131,17 @@ class RequestLayer(object):
 
     @classmethod
     def open(cls, params):
-        return cls(connect(params), retry_budget=params.get('retry_budget'))
+        layer = cls(connect(params), retry_budget=params.get('retry_budget'))
+        layer.cloud_label = cloud_label(params)
+        return layer
+
+    cloud_label = 'the cloud'     # named in authentication, reachability and TLS failures
+
+    def auth_url(self):
+        try:
+            return self.conn.config.config['auth']['auth_url']
+        except (AttributeError, KeyError, TypeError):
+            return None
 
     def close(self):
         if self.conn is not None:
@@ -201,13 +223,23 @@ class RequestLayer(object):
     def _classify_exception(self, service, method, path, error):
         if ksa_exceptions is not None:
             if isinstance(error, ksa_exceptions.SSLError):
-                raise ConnectionFailed('TLS to the %s endpoint failed: %s (check validate_certs, ca_cert)' % (
-                    SERVICE_NAMES.get(service, service), _first_line(error)), service=service)
+                raise ConnectionFailed(
+                    'TLS to OpenStack (%s) failed: no verified TLS session with %s (%s). Check the CA '
+                    'bundle (ca_cert, or cacert in clouds.yaml) and that the URL names the host the certificate is '
+                    'for; validate_certs=false only for a test cloud.'
+                    % (self.cloud_label, self._endpoint_named(error, service), _first_line(error)), service=service)
             if isinstance(error, (ksa_exceptions.ConnectionError, ksa_exceptions.RetriableConnectionFailure)):
-                return _Transient('no' if _never_sent(error) else 'maybe', _first_line(error), None)
+                message = _first_line(error)
+                if self._at_auth_url(error):
+                    message = ('the identity endpoint %s of %s does not answer (%s). Check auth_url and that this '
+                               'host reaches Keystone (proxy, firewall)' % (self.auth_url(), self.cloud_label, message))
+                return _Transient('no' if _never_sent(error) else 'maybe', message, None)
             if isinstance(error, ksa_exceptions.Unauthorized):
-                raise RequestFailed('Authentication to OpenStack failed for %s %s %s: %s'
-                                    % (SERVICE_NAMES.get(service, service), method, path, _first_line(error)),
+                raise RequestFailed('Authentication to OpenStack (%s, auth_url %s) failed: the credentials were refused '
+                                    '(HTTP 401). Check the username and password (or application credential), the '
+                                    'project and the user and project domains of %s. (%s %s %s: %s)'
+                                    % (self.cloud_label, self.auth_url() or 'unknown', self.cloud_label,
+                                       SERVICE_NAMES.get(service, service), method, path, _first_line(error)),
                                     service='identity', method=method, path=path, http_status=401,
                                     service_message=_first_line(error), attempts=1, sent='no')
             if isinstance(error, ksa_exceptions.EndpointNotFound):
@@ -221,6 +253,14 @@ class RequestLayer(object):
                                                              _first_line(error)),
                             service=service, method=method, path=path, http_status=None,
                             service_message=_first_line(error), attempts=1, sent='maybe')
+
+    def _at_auth_url(self, error):
+        auth_url = self.auth_url()
+        return bool(auth_url) and auth_url.rstrip('/') in str(error)
+
+    def _endpoint_named(self, error, service):
+        return 'the identity endpoint %s' % self.auth_url() if self._at_auth_url(error) else \
+            'the %s endpoint' % SERVICE_NAMES.get(service, service)
 
     def _verified(self, verify, service, method, path, failure, attempt):
         """Ask the caller's read whether the ambiguous action took effect."""

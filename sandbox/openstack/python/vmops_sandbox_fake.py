@@ -6,7 +6,8 @@ A small subclass of nova.virt.fake.FakeDriver that
   images reach 'active' (the stock fake leaves them 'queued' forever, and rebuilding from such an
   image then fails "image is not active");
 * reports the power states a real hypervisor would (PAUSED, SUSPENDED, ...) where the stock fake
-  keeps saying RUNNING;
+  keeps saying RUNNING, a paused guest staying paused through a live migration too (an evacuated
+  guest is spawned anew, running, as on a real hypervisor: host_evacuate pauses or suspends it again);
 * keeps its guests in <instances_path>/vmops-fake-instances.json, so a restarted nova-compute (down
   then up) still knows its servers instead of Nova's power-state sync stopping them later;
 * reports a fixed, large inventory (the scheduler's weighers prefer these hosts to the real
@@ -26,6 +27,7 @@ from oslo_log import log as logging
 import nova.conf
 from nova.compute import power_state
 from nova.compute import task_states
+from nova.compute import vm_states
 from nova import exception
 from nova.image import glance
 from nova.virt import fake
@@ -181,6 +183,15 @@ class VmopsFakeDriver(fake.FakeDriver):
         # The guest runs on dest now (post_live_migration_at_destination spawned it there); the
         # stock fake keeps a stale copy on the source.
         self.instances.pop(instance.uuid, None)
+
+    def post_live_migration_at_destination(self, context, instance, network_info,
+                                           block_migration=False, block_device_info=None):
+        # The stock fake spawns the guest running here; a real hypervisor keeps a paused guest paused
+        # through a live migration (Nova keeps vm_state PAUSED and reads the power state back from us).
+        super().post_live_migration_at_destination(context, instance, network_info,
+                                                   block_migration, block_device_info)
+        if instance.vm_state == vm_states.PAUSED:
+            self._set_state(instance, power_state.PAUSED)
 
     def live_migration_abort(self, instance):
         self._live_migration_verdicts[instance.uuid] = 'abort'

@@ -433,3 +433,50 @@ def test_moves_in_flight_at_the_run_timeout_are_undone(clock):
     server = caught.value.details['servers'][0]
     assert ('abandon', 'a') in cloud.log
     assert 'timed out' in server['message'] and server['message'].endswith('(undone: unlock)')
+
+
+def test_instance_not_on_the_host_is_refused_before_anything_changes(clock):
+    cloud = FakeCloud(clock, [inst('a'), inst('b'), inst('c', host='dst2'), inst('o', states.SHELVED_OFFLOADED, None)])
+    cloud.locate = lambda ref: next(({'host': i['host']} for i in cloud.instances.values()
+                                     if ref in (i['id'], i['name'])), None)
+    with pytest.raises(InvalidRequest) as caught:
+        run(cloud, clock, instances=['vm-b', 'nosuch', 'vm-c'])
+    for text in ('nosuch (no such instance)', 'vm-c (it is on dst2)', 'not on src', 'vm-a, vm-b'):
+        assert text in caught.value.msg
+    assert cloud.log == [] and cloud.service['status'] == 'enabled'
+    # an instance with no host is only listed; so is one elsewhere when the service is already as the run leaves it
+    result = run(cloud, clock, instances=['vm-b', 'vm-o'])
+    assert result['not_on_host'] == [{'instance': 'vm-o', 'host': None, 'exists': True}]
+    assert [s['id'] for s in result['servers']] == ['b']
+    rerun = run(cloud, clock, instances=['vm-b'])
+    assert not rerun['changed'] and rerun['not_on_host'][0]['host'] == 'dst1'
+
+
+def test_diff_before_and_after(clock):
+    cloud = FakeCloud(clock, [inst('a'), inst('s', states.STOPPED)])
+    planned = run(cloud, clock, check_mode=True, target_host='dst2')
+    assert planned['diff']['before']['service']['status'] == 'enabled'
+    assert planned['diff']['after']['service']['status'] == 'disabled'
+    assert planned['diff']['after']['instances']['vm-a (a)']['host'] == 'dst2'
+    result = run(cloud, clock)
+    assert result['diff']['before']['instances']['vm-s (s)'] == {'host': 'src', 'state': states.STOPPED}
+    assert result['diff']['after']['instances']['vm-a (a)']['host'] == 'dst1'
+    assert result['diff']['after']['service']['status'] == 'disabled'
+
+
+def test_reserved_host_prepared_after_the_disable_and_used_as_target(clock):
+    cloud = FakeCloud(clock, [inst('a')])
+    cloud.service['state'] = 'down'
+    prepared = []
+
+    def prepare(request, check_mode):
+        prepared.append((check_mode, list(cloud.log)))
+        return {'host': request.reserved_host, 'changes': ['enable its nova-compute service']}
+    cloud.prepare_reserved_host = prepare
+    planned = run(cloud, clock, check_mode=True, mode='evacuate', reserved_host='dst2')
+    assert planned['changed'] and planned['reserved_host']['changes'] and cloud.log == []
+    result = run(cloud, clock, mode='evacuate', reserved_host='dst2')
+    assert prepared[-1] == (False, [('service', True, None)])
+    assert result['servers'][0]['to'] == 'dst2' and result['reserved_host']['host'] == 'dst2'
+    with pytest.raises(InvalidRequest):
+        run(cloud, clock, mode='evacuate', reserved_host='dst2', target_host='dst1')

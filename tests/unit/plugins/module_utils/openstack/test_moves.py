@@ -110,21 +110,119 @@ def sent_bodies(backend):
     return [entry[2] for entry in backend.backend.compute.sent]
 
 
-def test_paused_server_is_not_evacuated_and_says_why():
-    # Nova (Zed) evacuates only active, stopped and error servers: a paused one gets HTTP 409.
+def test_every_state_is_planned_for_evacuation():
+    # Nova evacuates only active, stopped and error servers with no task: any other is reset to error first,
+    # then set back to its state where the hypervisor allows it; a pending resize is confirmed first.
     backend = om.OpenStackMoves({}, backend=FakeCloud())
-    decision = backend.plan_move(subject(states.PAUSED), request(mode='evacuate'))
-    assert decision.move == moves.UNMOVABLE
-    for text in ('paused', 'only active, stopped and error', 'instance_restore relaunch_missing=true',
-                 'openstack server set --state'):
-        assert text in decision.reason
-    for state in (states.RUNNING, states.STOPPED, states.ERROR):
-        assert backend.plan_move(subject(state), request(mode='evacuate', error_policy='move')).move == \
-            moves.EVACUATE
-    # Even if asked, start_move sends nothing (no lock, no evacuation) for a paused server.
-    with pytest.raises(BackendError) as caught:
-        backend.start_move(subject(states.PAUSED), moves.EVACUATE, None, request(mode='evacuate'))
-    assert 'paused' in caught.value.msg and backend.backend.compute.sent == []
+    expected = {
+        states.RUNNING: ['lock', 'move', 'unlock'],
+        states.STOPPED: ['lock', 'move', 'unlock'],
+        states.PAUSED: ['lock', 'reset_state', 'move', 'pause', 'unlock'],
+        states.SUSPENDED: ['lock', 'reset_state', 'move', 'suspend', 'unlock'],
+        states.RESCUED: ['lock', 'reset_state', 'move', 'unlock'],
+        states.RESIZE_PENDING: ['lock', 'confirm', 'move', 'unlock'],
+    }
+    for state, steps in expected.items():
+        decision = backend.plan_move(subject(state), request(mode='evacuate'))
+        assert decision.move == moves.EVACUATE, state
+        assert backend._steps(subject(state), moves.EVACUATE, request(mode='evacuate')) == steps, state
+    assert 'rescue session is lost' in backend.plan_move(subject(states.RESCUED), request(mode='evacuate')).note
+    assert 'confirmed' in backend.plan_move(subject(states.RESIZE_PENDING), request(mode='evacuate')).note
+    # A stuck task (not a move): reset, evacuate, and its earlier state again.
+    stuck = moves.MoveSubject('id-1', 'vm1', states.STOPPED, 'powering-on', 'fake1', False, {})
+    assert backend._steps(stuck, moves.EVACUATE, request(mode='evacuate', lock_during_move=False)) == \
+        ['reset_state', 'move', 'stop']
+    assert 'task powering-on' in backend.plan_move(stuck, request(mode='evacuate')).note
+    # power_state overrides the kept state; a shelved server still follows its policy.
+    assert backend._steps(subject(states.PAUSED), moves.EVACUATE, request(
+        mode='evacuate', power_state='stopped', lock_during_move=False)) == ['reset_state', 'move', 'stop']
+    assert backend.plan_move(subject(states.SHELVED), request(mode='evacuate')).move == moves.SKIP
+    assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate', suspended_policy='skip')).move == \
+        moves.SKIP
+    assert backend.plan_move(subject(states.RESCUED), request(mode='evacuate', rescued_policy='fail')).move == \
+        moves.FAIL
+
+
+def test_rescued_policy_defaults_by_mode():
+    assert request().rescued_policy == 'fail'
+    assert request(mode='evacuate').rescued_policy == 'move'
+
+
+def test_paused_server_reset_evacuated_and_paused_again():
+    backend = om.OpenStackMoves({}, backend=FakeCloud())
+    handle = backend.start_move(subject(states.PAUSED), moves.EVACUATE, None, request(mode='evacuate'))
+    assert sent_bodies(backend)[1] == {'os-resetState': {'state': 'error'}}
+    reset = backend._status_of(handle, server(status='ERROR', host='fake1', vm_state='error'))
+    assert reset.done
+    assert not backend.finish(handle, reset).done
+    assert sent_bodies(backend)[-1] == {'evacuate': {}}
+    # ERROR during the rebuild is expected, not a failure
+    assert backend._status_of(handle, server(status='ERROR', host='fake1', task='rebuilding', vm_state='error')) is None
+    moved = backend._status_of(handle, server(status='ACTIVE', host='fake2'))
+    assert moved.done and moved.host == 'fake2'
+    assert not backend.finish(handle, moved).done
+    assert sent_bodies(backend)[-1] == {'pause': None}
+    paused = backend._status_of(handle, server(status='PAUSED', host='fake2', vm_state='paused'))
+    final = backend.finish(handle, paused)
+    assert final.done and final.state == states.PAUSED and final.host == 'fake2'
+    assert sent_bodies(backend)[-1] == {'unlock': None}
+    assert 'steps: reset_state, move, pause' in final.message
+
+
+def test_failed_evacuation_after_a_reset_never_leaves_the_server_in_error():
+    body = dict(server(status='ERROR', host='fake1', vm_state='error'), **{'fault': {'message': 'No valid host'}})
+    backend = om.OpenStackMoves({}, backend=FakeCloud({('GET', '/servers/id-1'): {'server': body}}))
+    handle = backend.start_move(subject(states.SUSPENDED), moves.EVACUATE, None, request(mode='evacuate'))
+    backend.finish(handle, backend._status_of(handle, body))      # reset done: evacuation sent
+    failed = backend._status_of(handle, body)
+    assert failed.failed
+    final = backend.finish(handle, failed)
+    assert final.failed and final.state == states.RUNNING
+    assert sent_bodies(backend)[-2:] == [{'os-resetState': {'state': 'active'}}, {'unlock': None}]
+    for text in ('the evacuation failed', 'marked active on fake1', 'run host_evacuate again',
+                 'then suspend it (it was suspended)', 'undone: reset to active, unlock'):
+        assert text in final.message, final.message
+
+
+def test_reserved_host_is_enabled_and_joins_the_failed_hosts_aggregates():
+    answers = {
+        ('GET', '/os-services'): {'services': [
+            {'id': 's1', 'host': 'fake1', 'binary': 'nova-compute', 'status': 'disabled', 'state': 'down'},
+            {'id': 's4', 'host': 'fake4', 'binary': 'nova-compute', 'status': 'disabled', 'state': 'up',
+             'disabled_reason': 'reserved'}]},
+        ('GET', '/os-aggregates'): {'aggregates': [
+            {'id': 7, 'name': 'ssd', 'hosts': ['fake1', 'fake2']}, {'id': 8, 'name': 'gpu', 'hosts': ['fake3']}]},
+        ('PUT', '/os-services/s4'): {'service': {'id': 's4', 'host': 'fake4', 'binary': 'nova-compute',
+                                                 'status': 'enabled', 'state': 'up'}},
+    }
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
+    ask = request(mode='evacuate', reserved_host='fake4')
+    backend.check_targets(ask)      # disabled is fine for a reserved host
+    planned = backend.prepare_reserved_host(ask, check_mode=True)
+    assert planned['changes'] == ['enable its nova-compute service', 'join aggregate ssd']
+    assert not [entry for entry in backend.backend.compute.sent if entry[0] in ('PUT', 'POST')]
+    done = backend.prepare_reserved_host(ask, check_mode=False)
+    assert done['service_after']['status'] == 'enabled'
+    writes = [(entry[0], entry[1], entry[2]) for entry in backend.backend.compute.sent if entry[0] in ('PUT', 'POST')]
+    assert writes == [('PUT', '/os-services/s4', {'status': 'enabled'}),
+                      ('POST', '/os-aggregates/7/action', {'add_host': {'host': 'fake4'}})]
+    # a target_host must be enabled and up; an unknown one is named with the known ones
+    backend = om.OpenStackMoves({}, backend=FakeCloud(answers))
+    with pytest.raises(InvalidRequest) as caught:
+        backend.check_targets(request(mode='evacuate', target_host='fake4'))
+    assert 'disabled (reserved)' in caught.value.msg and 'Nothing was changed' in caught.value.msg
+    with pytest.raises(InvalidRequest) as caught:
+        backend.check_targets(request(mode='evacuate', target_host='nosuch'))
+    assert 'not a compute host' in caught.value.msg and 'fake4' in caught.value.msg
+
+
+def test_disk_fate_and_note():
+    from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import evacuation
+    volume = evacuation.disk_fate({'image': '', 'os-extended-volumes:volumes_attached': [{'id': 'v1'}]})
+    assert volume == {'root': 'volume', 'survives': True, 'volumes': ['v1']}
+    local = evacuation.disk_fate({'image': {'id': 'i1'}})
+    assert not local['survives'] and 'recreated from its image' in evacuation.disk_note(local)
+    assert evacuation.disk_fate({'image': {'id': 'i1'}}, shared_storage=True)['survives']
 
 
 def test_refused_evacuation_releases_our_lock():
@@ -179,7 +277,7 @@ def test_given_up_evacuation_releases_our_lock():
 
 def test_plan_refinements():
     backend = om.OpenStackMoves({}, backend=FakeCloud())
-    assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate')).move == moves.SKIP
+    assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate')).move == moves.EVACUATE
     assert backend.plan_move(subject(states.SUSPENDED), request(mode='evacuate', suspended_policy='fail')).move == \
         moves.FAIL
     assert backend.plan_move(subject(states.ERROR), request(error_policy='move')).move == moves.FAIL

@@ -14,8 +14,9 @@ from requests.exceptions import ConnectionError as RequestsConnectionError  # no
 from urllib3.exceptions import NewConnectionError, ProtocolError  # noqa: E402
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (  # noqa: E402
-    RequestFailed, ResourceNotFound, ServiceUnavailable)
+    ConnectionFailed, RequestFailed, ResourceNotFound, ServiceUnavailable)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline  # noqa: E402
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import request as request_module  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.request import RequestLayer  # noqa: E402
 
 
@@ -225,3 +226,49 @@ def test_counts_by_service(clock):
     requests.call('compute', 'GET', '/servers')
     requests.call('image', 'GET', '/images')
     assert requests.by_service == {'compute': 2, 'image': 1}
+
+
+class Config(object):
+    config = {'auth': {'auth_url': 'https://keystone.example:5000/v3'}}
+
+
+def named_layer(clock, **services):
+    requests = layer(clock, budget=2, **services)
+    requests.conn.config = Config()
+    requests.cloud_label = request_module.cloud_label({'cloud': 'production'})
+    return requests
+
+
+def test_a_wrong_password_names_the_cloud_and_what_to_check(clock):
+    requests = named_layer(clock, compute=Transport([ksa.Unauthorized('The request you have made requires authentication')]))
+    with pytest.raises(RequestFailed) as caught:
+        requests.call('compute', 'GET', '/servers')
+    for text in ('cloud production', 'https://keystone.example:5000/v3', 'credentials were refused', 'password'):
+        assert text in caught.value.msg
+    assert 'Unexpected' not in caught.value.msg and caught.value.details['http_status'] == 401
+
+
+def test_an_unreachable_auth_url_is_named(clock):
+    failure = ksa.ConnectFailure('Unable to establish connection to https://keystone.example:5000/v3/auth/tokens')
+    requests = named_layer(clock, compute=Transport([failure] * 20))
+    with pytest.raises(ServiceUnavailable) as caught:
+        requests.call('compute', 'GET', '/servers')
+    for text in ('identity endpoint https://keystone.example:5000/v3 of cloud production does not answer',
+                 'Check auth_url'):
+        assert text in caught.value.msg
+
+
+def test_a_failed_tls_verification_is_named(clock):
+    failure = ksa.SSLError('SSL exception connecting to https://keystone.example:5000/v3/auth/tokens: '
+                           'CERTIFICATE_VERIFY_FAILED')
+    requests = named_layer(clock, compute=Transport([failure]))
+    with pytest.raises(ConnectionFailed) as caught:
+        requests.call('compute', 'GET', '/servers')
+    for text in ('TLS to OpenStack (cloud production)', 'identity endpoint https://keystone.example:5000/v3',
+                 'ca_cert', 'CERTIFICATE_VERIFY_FAILED'):
+        assert text in caught.value.msg
+    assert len(requests.conn.compute.sent) == 1     # never retried
+
+
+def test_cloud_label():
+    assert request_module.cloud_label({'cloud': {'auth': {}}}) == 'the cloud given as a dict'
