@@ -15,6 +15,7 @@ __metaclass__ = type
 import collections
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rolling_plan import RollHost, RollInstance
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import observation_from_server
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.placement import (
     HYPERVISORS_MICROVERSION, PLACEMENT_MICROVERSION)
@@ -38,6 +39,48 @@ def service_status(service):
 
 def read_compute_hosts(requests, placement=True):
     """{host: facts} for every nova-compute service of the cloud."""
+    return _read(requests, placement)[0]
+
+
+def rolling_inputs(requests, excluded_statuses=('disabled', 'down', 'forced_down')):
+    """The rolling planner's input read from the cloud: ([RollHost], [RollInstance], [excluded host]).
+    Excluded: hosts whose service is in `excluded_statuses` (they take nothing).
+
+    Sizes are the flavors embedded in the servers (compute microversion >= 2.47); the zone is the
+    server's; a host whose Placement could not be read gets no capacity (it takes nothing)."""
+    hosts, servers, groups = _read(requests, True)
+    group_of = {}
+    for group in groups:
+        policy = group.get('policy') or (group.get('policies') or [None])[0]
+        for member in group.get('members') or []:
+            group_of[member] = (group.get('id'), policy)
+    roll_hosts = []
+    for name, facts in sorted(hosts.items()):
+        capacity = facts['capacity'] or {}
+        if 'error' in capacity or not capacity:
+            roll_hosts.append(RollHost(name, facts['zone'], (0, 0, 0), used=(0, 0, 0)))
+            continue
+        rows = [capacity.get(key) or {'total': 0, 'reserved': 0, 'allocation_ratio': 1.0, 'used': 0}
+                for _resource, key in PLACEMENT_RESOURCES]
+        roll_hosts.append(RollHost(name, facts['zone'], tuple(r['total'] for r in rows),
+                                   tuple(r['reserved'] for r in rows),
+                                   tuple(r['allocation_ratio'] or 1.0 for r in rows), tuple(r['used'] for r in rows)))
+    instances = []
+    for body in servers:
+        flavor = body.get('flavor') or {}
+        group, policy = group_of.get(body.get('id'), (None, None))
+        size = (flavor.get('vcpus') or 0, flavor.get('ram') or 0,
+                (flavor.get('disk') or 0) + (flavor.get('ephemeral') or 0) + -(-(flavor.get('swap') or 0) // 1024))
+        instances.append(RollInstance(body.get('id'), body.get('name'), body.get('OS-EXT-SRV-ATTR:host'),
+                                      observation_from_server(body).state, size, group, policy,
+                                      body.get('OS-EXT-AZ:availability_zone')))
+    statuses = dict((name, facts['status']) for name, facts in hosts.items())
+    excluded = [name for name, status in sorted(statuses.items()) if status in excluded_statuses]
+    return roll_hosts, instances, excluded
+
+
+def _read(requests, placement):
+    """(hosts, servers, server groups): the compute hosts' facts, and the raw bodies they came from."""
     services = requests.json('compute', 'GET', '/os-services', params={'binary': 'nova-compute'},
                              microversion=SERVICES_MICROVERSION).get('services', [])
     hypervisors = requests.json('compute', 'GET', '/os-hypervisors/detail',
@@ -89,7 +132,7 @@ def read_compute_hosts(requests, placement=True):
     for facts in hosts.values():
         facts['aggregates'].sort()
         facts['server_groups'].sort(key=lambda g: (g['name'] or '', g['id']))
-    return hosts
+    return hosts, servers, groups
 
 
 def _all_servers(requests):

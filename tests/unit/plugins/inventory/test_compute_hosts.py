@@ -266,3 +266,18 @@ def test_plugin_ignores_other_files(tmp_path):
 
 def test_group_names_are_safe():
     assert compute_hosts.group_safe('Fast Disks-1') == 'fast_disks_1'
+
+
+def test_rolling_inputs_feed_the_planner():
+    servers = [dict(s, flavor={'vcpus': 2, 'ram': 2048, 'disk': 20, 'ephemeral': 0, 'swap': 512},
+                    **{'OS-EXT-AZ:availability_zone': 'nova'}) for s in SERVERS]
+    hosts, instances, excluded = openstack_inventory.rolling_inputs(FakeRequests(servers))
+    assert excluded == ['c2', 'c3', 'c4']
+    c1 = [h for h in hosts if h.name == 'c1'][0]
+    assert (c1.total, c1.reserved, c1.ratio, c1.used) == ((8, 16384, 100), (0, 512, 0), (4.0, 1.5, 1.0),
+                                                          (3, 3072, 30))
+    s2 = [i for i in instances if i.id == 's2'][0]
+    assert (s2.host, s2.state, s2.size, s2.group, s2.policy, s2.az) == \
+        ('c1', 'stopped', (2, 2048, 21), 'g2', 'affinity', 'nova')
+    offloaded = [i for i in instances if i.id == 's5'][0]
+    assert offloaded.host is None and offloaded.state == 'shelved_offloaded'
