@@ -31,7 +31,7 @@ ALLOWED_TOP = {
     'requirements-libvirt.txt', 'changelogs', 'docs', 'meta', 'playbooks', 'plugins', 'roles', 'tests',
 }
 REQUIRED = {
-    'MANIFEST.json', 'README.md', 'bindep.txt', 'requirements.txt', 'requirements-openstack.txt',
+    'MANIFEST.json', 'README.md', 'COPYING', 'bindep.txt', 'requirements.txt', 'requirements-openstack.txt',
     'requirements-libvirt.txt', 'meta/execution-environment.yml', 'meta/runtime.yml',
     'plugins/modules/instance_state.py', 'docs/examples/execution-environment.yml',
 }
