@@ -388,3 +388,29 @@ def test_checker_catches_a_broken_plan():
     plan.batches[1]['moves'][0]['to'] = 'spare'          # next to web1
     with pytest.raises(AssertionError, match='anti-affinity'):
         RollChecker(hosts, instances, roll).check(plan)
+
+
+@pytest.mark.parametrize('seed', range(10))
+def test_interrupted_roll_resumed_moves_nobody_twice(seed):
+    """Run part of a plan, read the cloud as it is then, plan again with the hosts done: over both runs
+    each instance moves at most once and every host is maintained once."""
+    hosts, instances, roll, spares = generate_cloud(seed, azs=2, hosts_per_az=6, fill=0.5, spares_per_az=1)
+    first = plan_roll(hosts, instances, roll, spares=spares, max_batch=2)
+    assert first.ok and len(first.batches) >= 3
+    cut = len(first.batches) // 2
+    checker = RollChecker(hosts, instances, roll, max_batch=2)
+    for batch in first.batches[:cut]:
+        checker.check_batch(batch)
+    # The cloud after the interruption: instances where the checker's replay put them, Placement's usage
+    # recomputed (as a new read would give it), offloaded instances without a host.
+    now = [i._replace(host=checker.where[i.id], state='shelved_offloaded' if checker.where[i.id] is None
+                      and i.host is not None else i.state) for i in instances]
+    read_again = [h._replace(used=tuple(checker.used[h.name])) for h in hosts]
+    done = sorted(checker.maintained)
+    second = plan_roll(read_again, now, roll, spares=spares, maintained=done, max_batch=2)
+    assert second.ok, second.refusals
+    assert not set(done) & set(h for b in second.batches for h in b['hosts'])
+    for batch in second.batches:
+        checker.check_batch(batch)
+    assert checker.maintained == set(roll)
+    assert max(checker.moved.values()) == 1
