@@ -23,6 +23,7 @@ from importlib import metadata as importlib_metadata
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import backend as libvirt_backend
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import uri_secrets
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import backend as openstack_backend
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, InvalidRequest, VmopsError)
@@ -196,18 +197,31 @@ def cloud_secrets(value, key=''):
     return set()
 
 
+def uri_passwords(params):
+    """The passwords written into the userinfo of a URI option (qemu+tcp://user:password@host/system)."""
+    found = set()
+    for value in params.values():
+        found.update(uri_secrets(value))
+    return found
+
+
+def secrets_of(params):
+    return cloud_secrets(params.get('cloud')) | uri_passwords(params)
+
+
 class VmopsModule(AnsibleModule):
-    """AnsibleModule that also hides the secrets of a `cloud:` dict.  `cloud` cannot be no_log: a cloud
-    name (a string) would then be masked in every message.  Its secret leaves join no_log_values before
-    the invocation is logged, so neither the log nor the result's invocation.module_args shows them."""
+    """AnsibleModule that also hides the secrets of a `cloud:` dict and the password of a URI.  Neither
+    option can be no_log: a cloud name or a URI would then be masked in every message.  Their secrets join
+    no_log_values before the invocation is logged, so neither the log nor the result (its
+    invocation.module_args, a message) shows them."""
 
     def _log_invocation(self):
-        self.no_log_values.update(cloud_secrets(self.params.get('cloud')))
+        self.no_log_values.update(secrets_of(self.params))
         super()._log_invocation()
 
 
 def new_module(own_options, **kwargs):
     """An AnsibleModule with the shared options added."""
     module = VmopsModule(argument_spec=module_options(own_options), **kwargs)
-    module.no_log_values.update(cloud_secrets(module.params.get('cloud')))    # when no_log skipped the log
+    module.no_log_values.update(secrets_of(module.params))    # when no_log skipped the log
     return module

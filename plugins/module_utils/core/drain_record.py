@@ -7,6 +7,11 @@ Outcomes (move_backend.OUTCOMES): moved, already_done, skipped, failed (with the
 moving in the backend when the run ended early; a rerun adopts it; `migration_id` when known),
 not_started (a planned move never sent); `planned` in check mode.  With `progress_file`, each entry is
 also appended there as one JSON line.
+
+Two keys a backend may leave in `handle.data` for the record: `places` ({host: state}, where the instance
+was found on each host once its move ended, `unknown` for a host that could not be read) is reported as
+the entry's `places`; `changed: False` on a failed move says that it left everything as it was (the
+instance where and as it was, nothing left behind), so that it does not count as a change.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,6 +35,7 @@ class DrainRecord(object):
         self.clock = clock
         self.servers = collections.OrderedDict()    # instance id -> entry
         self.maybe_sent = False     # a request that may have taken effect failed (sent: maybe)
+        self.unchanged = set()      # ids of failed moves that provably left everything as it was
 
     def add(self, subject, move, outcome, message=None, handle=None, status=None, state_after=None, to=None,
             started_wall=None, attempts=None):
@@ -57,6 +63,12 @@ class DrainRecord(object):
             entry['deadline_action'] = 'abort'
         if outcome == 'in_flight':
             entry['migration_id'] = handle.data.get('migration_id') or handle.subject.details.get('migration_id')
+        if handle is not None and handle.data.get('places'):
+            entry['places'] = dict(handle.data['places'])
+        if outcome == 'failed' and handle is not None and handle.data.get('changed') is False:
+            self.unchanged.add(subject.id)
+        else:
+            self.unchanged.discard(subject.id)
         self.servers[subject.id] = entry
         if outcome != 'planned':
             self._progress(entry)
@@ -74,7 +86,8 @@ class DrainRecord(object):
     def sent_anything(self):
         """True when a move was sent (started, adopted and settled, or in flight) or may have been."""
         return self.maybe_sent or any(
-            entry['outcome'] in ACTED or (entry['outcome'] == 'failed' and entry['seconds'] is not None)
+            entry['outcome'] in ACTED or (entry['outcome'] == 'failed' and entry['seconds'] is not None
+                                          and entry['id'] not in self.unchanged)
             for entry in self.servers.values())
 
     def _progress(self, entry):

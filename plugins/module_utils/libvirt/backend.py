@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import threading
 import uuid
 
@@ -15,7 +16,8 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import Backend, Observation
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import connection, power
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import LibvirtConnection, act, libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import (
+    LibvirtConnection, act, libvirt, redact_uri)
 
 # What common.py asks every backend package (the library is imported once, in connection.py).
 LIBRARY, LIBRARY_IMPORT_ERROR = connection.LIBRARY, connection.LIBRARY_IMPORT_ERROR
@@ -44,6 +46,12 @@ MODEL = states.BackendModel('libvirt', (
     t('reboot_soft', states.RUNNING, states.RUNNING),
     t('reboot_hard', states.RUNNING, states.RUNNING),
 ))
+
+
+def host_uuid(conn):
+    """The hypervisor's host UUID (from its capabilities): tells two URIs of one host apart from two hosts."""
+    match = re.search(r'<host>\s*<uuid>([^<]+)</uuid>', conn.getCapabilities())
+    return match.group(1) if match else None
 
 
 def _uuid_or_none(text):
@@ -99,7 +107,7 @@ class LibvirtBackend(Backend):
         return self.conn.request_count() if self.conn is not None else None
 
     def location(self):
-        return self.uri
+        return redact_uri(self.uri)
 
     def find(self, identifier):
         """Look the domain up by UUID (if it looks like one), then by name; never list all domains."""
@@ -112,7 +120,7 @@ class LibvirtBackend(Backend):
             except libvirt.libvirtError as error:
                 if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise BackendError('Looking up domain %s at %s failed: %s'
-                                       % (identifier, self.uri, error.get_error_message()))
+                                       % (identifier, self.location(), error.get_error_message()))
         return None
 
     def observe(self, ref):

@@ -38,6 +38,15 @@ connection is dead.
 
 Streams (`newStream`) and snapshot objects are handed out as libvirt returns them: a stream dies
 with its connection, and its copy fails; the caller reports it.
+
+A host that stays away: once a call has waited out `retry_budget` without getting a connection back,
+the keeper marks the host `unreachable` (with the last error).  Later calls then try once, without
+waiting out the budget again (a drain that reads ten domains of a dead host must not wait ten budgets),
+and the mark is cleared as soon as a call gets through.  Connections spawned for worker threads share it.
+
+A URI may carry a password in its userinfo (qemu+tcp://user:pw@host/system).  No message, label or
+detail of the keeper holds it: `redact_uri()` replaces it with ********, and `uri_secrets()` gives
+the passwords the module hides everywhere else in its output.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -45,6 +54,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import random
+import re
 import threading
 import time
 import traceback
@@ -120,6 +130,28 @@ DROP_CODES = ()
 if HAS_LIBRARY:
     DROP_CODES = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_ERR_RPC,
                   libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN)
+
+_USERINFO = re.compile(r'^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#@]*)@')
+REDACTED = '********'
+
+
+def uri_secrets(uri):
+    """The passwords written into a URI's userinfo (user:password@host): [] when there is none."""
+    match = _USERINFO.match(uri) if isinstance(uri, str) else None
+    if match is None or ':' not in match.group(2):
+        return []
+    secret = match.group(2).split(':', 1)[1]
+    return [secret] if secret else []
+
+
+def redact_uri(uri):
+    """The URI with the password of its userinfo replaced by ******** (the user name stays)."""
+    if not uri_secrets(uri):
+        return uri
+    match = _USERINFO.match(uri)
+    user = match.group(2).split(':', 1)[0]
+    return '%s%s:%s@%s' % (match.group(1), user, REDACTED, uri[match.end():])
+
 
 _EVENT_LOOP = {'started': False}
 _EVENT_LOOP_LOCK = threading.Lock()
@@ -230,7 +262,7 @@ class LibvirtConnection(object):
     def __init__(self, uri, retry_budget=DEFAULT_RETRY_BUDGET, label=None, opener=None, clock=time.monotonic,
                  sleep=time.sleep, jitter=random.random, role=None, counter=None, deadline=None, connect=True):
         self.uri = uri
-        self.label = label or uri
+        self.label = label or redact_uri(uri)
         self.role = role                # 'source', 'target' ...: for messages
         self.retry_budget = budget_seconds(retry_budget)
         self.deadline = deadline        # a core Deadline: no retry goes past the run's own deadline
@@ -238,6 +270,7 @@ class LibvirtConnection(object):
         self.counter = counter or _Counter()
         self.generation = 0             # +1 for each connection opened; a Kept of an older one is found again
         self.drops = 0                  # connections of this keeper found dead
+        self.unreachable = None         # the last error, once a call waited out retry_budget in vain
         self._opener = opener
         self._conn = None
         self._events = []               # [event_id, callback, opaque, registration id or None]
@@ -253,8 +286,8 @@ class LibvirtConnection(object):
         except libvirt.libvirtError as error:
             # The first connection is not retried: a wrong URI must fail at once, not after retry_budget.
             raise ConnectionFailed('Cannot connect to %slibvirt at %s: %s'
-                                   % ('the %s ' % role if role else '', uri, error.get_error_message()),
-                                   uri=uri, libvirt_error_code=error.get_error_code())
+                                   % ('the %s ' % role if role else '', self.label, error.get_error_message()),
+                                   uri=redact_uri(uri), libvirt_error_code=error.get_error_code())
 
     # --- the run's view
 
@@ -274,7 +307,11 @@ class LibvirtConnection(object):
         same budget, deadline and counter; opening it is retried like a reconnect.  The worker closes it."""
         other = LibvirtConnection(self.uri, self.retry_budget, self.label, self._opener, self.clock, self.sleep,
                                   self.jitter, self.role, self.counter, self.deadline, connect=False)
-        other._retrying(other._live, CONNECTION, 'open', None, True, None)
+        other.unreachable = self.unreachable
+        try:
+            other._retrying(other._live, CONNECTION, 'open', None, True, None)
+        finally:
+            self.unreachable = other.unreachable
         return other
 
     def close(self):
@@ -345,14 +382,18 @@ class LibvirtConnection(object):
         return self.call(target, method, args, verify=verify)
 
     def _retrying(self, attempt_once, kind, method, target, read, verify):
-        window = RetryWindow(self.retry_budget, self.deadline, self.clock)
+        # A host already found unreachable in this run gets one try, not another whole budget.
+        window = RetryWindow(0 if self.unreachable else self.retry_budget, self.deadline, self.clock)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return attempt_once()
+                value = attempt_once()
             except _Dropped as dropped:
                 failure = dropped
+            else:
+                self.unreachable = None
+                return value
             if not read and failure.sent != 'no':
                 if verify is None:
                     raise self._error(RequestFailed, kind, method, target, failure, attempt,
@@ -362,9 +403,14 @@ class LibvirtConnection(object):
                     return None
             pause = backoff(attempt, self.jitter)
             if not window.allows(pause):
-                raise self._error(ServiceUnavailable, kind, method, target, failure, attempt,
-                                  ' The connection could not be used again within %.1f s (retry_budget %s s).'
-                                  % (window.elapsed(), self.retry_budget))
+                if self.unreachable:
+                    extra = ' It could not be reached earlier in this run either (retry_budget %s s spent then).' \
+                        % self.retry_budget
+                else:
+                    extra = ' The connection could not be used again within %.1f s (retry_budget %s s).' \
+                        % (window.elapsed(), self.retry_budget)
+                self.unreachable = failure.message
+                raise self._error(ServiceUnavailable, kind, method, target, failure, attempt, extra)
             self.sleep(pause)
 
     def _verified(self, verify, kind, method, target, failure, attempt):
@@ -432,7 +478,7 @@ class LibvirtConnection(object):
                 return self._conn
             if self._closed:
                 raise ConnectionFailed('The connection to libvirt at %s was already closed.' % self.label,
-                                       uri=self.uri)
+                                       uri=redact_uri(self.uri))
             if self._conn is not None:
                 self.drops += 1
                 old, self._conn = self._conn, None
@@ -461,9 +507,9 @@ class LibvirtConnection(object):
         return cls('libvirt at %s: %s.%s on %s failed, the connection dropped (%s) after %d attempt%s.%s'
                    % (self.label, kind, method, what, failure.message, attempt, '' if attempt == 1 else 's', extra),
                    service='libvirt', method=method, path=what, http_status=None, service_message=failure.message,
-                   attempts=attempt, sent=failure.sent, uri=self.uri.split('?', 1)[0],
+                   attempts=attempt, sent=failure.sent, uri=redact_uri(self.uri.split('?', 1)[0]),
                    libvirt_error_code=failure.code)
 
 
 __all__ = ['LibvirtConnection', 'Kept', 'act', 'start_event_loop', 'libvirt', 'HAS_LIBRARY', 'LIBRARY',
-           'LIBRARY_IMPORT_ERROR']
+           'LIBRARY_IMPORT_ERROR', 'redact_uri', 'uri_secrets']

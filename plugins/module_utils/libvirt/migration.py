@@ -9,7 +9,8 @@ records what it did in its Job and says when it ended; the main thread polls not
 
   live  migrateToURI3(migration_uri, params, LIVE | PEER2PEER [| PERSIST_DEST | UNDEFINE_SOURCE]
         [| NON_SHARED_DISK]); a suspended domain is first restored paused (its saved memory is a file
-        of the source host), and saved again on the destination by the MoveBackend's finish().
+        of the source host), and saved again on the destination by the MoveBackend's finish().  The
+        disks it copies get fresh sparse volumes on the destination first (storage.fresh_target_volume).
   cold  a running guest is shut down gracefully (never forced off), its disks are copied when not
         shared (storage.copy_volume), its definition moves (OFFLINE migration) and it is started on
         the destination.  When the copy or the offline migration fails, it is started again on the
@@ -32,7 +33,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, RequestFailed, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import act, libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.storage import copy_volume
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.storage import copy_volume, fresh_target_volume
 
 DEFAULT_SHUTDOWN_TIMEOUT = 120
 UNLIMITED_BANDWIDTH = (2 ** 63 - 1) // (1024 * 1024)    # MiB/s: libvirt's own "no limit"
@@ -147,7 +148,11 @@ class Migrator(object):
             # guest does not run), move it live, and save it again on the destination (finish()).
             act(dom, 'createWithFlags', (libvirt.VIR_DOMAIN_START_PAUSED,), verify=dom.isActive)
             job.steps.append('restore paused')
+        for path in handle.data['copy']:
+            # A sparse volume of our own: libvirt's pre-creation would preallocate the whole disk.
+            fresh_target_volume(src, dst, path, job.steps, handle.data['created'])
         job.steps.append('migrate live%s' % (' with storage' if handle.data['copy'] else ''))
+        handle.data['incoming_sent'] = True     # from here the destination may hold an incoming copy
         act(dom, 'migrateToURI3', (self.migration_uri, self.params(), self.live_flags(handle)))
 
     def _cold(self, handle, src, dst):
@@ -160,7 +165,7 @@ class Migrator(object):
             for path in handle.data['copy']:
                 job.check_cancel()
                 handle.data['bytes_copied'] = handle.data.get('bytes_copied', 0) + copy_volume(
-                    src, dst, path, job.steps, job.check_cancel)
+                    src, dst, path, job.steps, job.check_cancel, handle.data['created'])
             job.check_cancel()
             job.steps.append('migrate offline')
             act(dom, 'migrateToURI3', (self.migration_uri, {}, libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PEER2PEER

@@ -13,25 +13,35 @@ This file is the thin adapter the core drives; the parts it is made of:
   connection.py  one kept connection per host (reopened after a libvirtd restart, reads retried)
   storage.py     which disks a move copies (shared storage proved by a probe), and the copies
   migration.py   the worker threads (live and cold moves) and what they report
+  whereabouts.py where a domain is once its move ended (both hosts read, `unknown` where one cannot
+                 be), and what a failed move left on the destination
 Moves: running or paused domain live; suspended (managed save) restored paused, moved live, saved
 again; stopped domain cold.  The main thread polls nothing while a worker runs (the thread says when
 it ended) and reads the domain on both hosts once at the end.  abort = abortJob(); force_complete =
 pause the guest (memory and disk stop changing, so the migration converges) and resume it on the
 destination.
+
+A host that dies under the drain: its reads give up after retry_budget once (later ones try once), every
+move that ended is still settled from what the other host says, a move not started yet fails alone ("not
+started: ... cannot be reached"), and each entry has `places` ({host: state or unknown}).  A failed move
+that left everything as it was (the domain where and as it was, nothing left on the destination) does not
+count as a change.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
-
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
+    BackendError, ConnectionFailed, InvalidRequest, RequestFailed)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import HAS_LIBRARY, _interpret
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import LibvirtConnection, libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import whereabouts
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import (
+    HAS_LIBRARY, _interpret, _uuid_or_none, host_uuid)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import (
+    LibvirtConnection, libvirt, redact_uri)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.migration import (
     DEFAULT_SHUTDOWN_TIMEOUT, UNLIMITED_BANDWIDTH, Job, Migrator)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.storage import StoragePlanner
@@ -58,11 +68,11 @@ def validate_options(params):
                              'another URI.')
     if not is_uri(params['target_host']):
         raise InvalidRequest("target_host must be a libvirt URI on libvirt (e.g. qemu+tcp://host2/system), "
-                             "got '%s'." % params['target_host'])
+                             "got '%s'." % redact_uri(params['target_host']))
     migration_uri = params.get('migration_uri')
     if migration_uri is not None and not is_uri(migration_uri):
         raise InvalidRequest("migration_uri must be a libvirt URI (e.g. qemu+tcp://10.0.0.2/system), got '%s'."
-                             % migration_uri)
+                             % redact_uri(migration_uri))
     if params.get('migration_bandwidth') is not None and params['migration_bandwidth'] < 1:
         raise InvalidRequest('migration_bandwidth is in MiB/s and must be at least 1, got %s.'
                              % params['migration_bandwidth'])
@@ -72,7 +82,10 @@ def validate_options(params):
     if source is None:
         raise InvalidRequest('On libvirt the source host is a libvirt URI: set libvirt_uri, or give host as a URI.')
     if source == params['target_host']:
-        raise InvalidRequest('target_host is the URI of the host being emptied (%s).' % source)
+        raise InvalidRequest('target_host is the URI of the host being emptied (%s).' % redact_uri(source))
+    if migration_uri is not None and migration_uri == source:
+        raise InvalidRequest('migration_uri is the URI of the host being emptied (%s): it must reach the '
+                             'destination.' % redact_uri(source))
     return source
 
 
@@ -89,8 +102,8 @@ class LibvirtMoves(moves.MoveBackend):
         self.target_uri = target_uri
         self.migration_uri = migration_uri or target_uri
         self.bandwidth = bandwidth
-        self.source_label = source_label or source_uri
-        self.target_label = target_label or target_uri
+        self.source_label = redact_uri(source_label or source_uri)
+        self.target_label = redact_uri(target_label or target_uri)
         self.src = self.dst = None
         self.src = LibvirtConnection(source_uri, retry_budget, self.source_label, opener, role='source',
                                      deadline=deadline)
@@ -110,7 +123,7 @@ class LibvirtMoves(moves.MoveBackend):
         return self.src.request_count() if self.src is not None else None
 
     def location(self):
-        return '%s -> %s' % (self.source_uri, self.target_uri)
+        return '%s -> %s' % (redact_uri(self.source_uri), redact_uri(self.target_uri))
 
     def close(self):
         """Release the connections.  A move the core gave up on (still in flight at the end of the run) is
@@ -155,16 +168,37 @@ class LibvirtMoves(moves.MoveBackend):
 
     def _check_distinct_hosts(self):
         """Two URIs can name the same host; migrating a domain to its own host is refused up front."""
-        uuids = []
-        for conn in (self.src, self.dst):
-            match = re.search(r'<host>\s*<uuid>([^<]+)</uuid>', conn.getCapabilities())
-            uuids.append(match.group(1) if match else None)
+        uuids = [host_uuid(conn) for conn in (self.src, self.dst)]
         if uuids[0] and uuids[0] == uuids[1]:
             raise InvalidRequest('target_host %s is the same hypervisor as the source %s (host UUID %s).'
-                                 % (self.target_uri, self.source_uri, uuids[0]))
+                                 % (self.target_label, self.source_label, uuids[0]))
 
     def source_hostname(self):
         return self.src.getHostname()
+
+    def check_instances(self, names):
+        """Refuse named instances that are on neither host (a typo must not be a silent no-op).  One already
+        on the destination is fine: an earlier run moved it."""
+        missing = [name for name in names or () if self._find(self.src, name) is None
+                   and self._find(self.dst, name) is None]
+        if missing:
+            raise InvalidRequest('Nothing was moved: instances names %s, which %s on neither %s nor %s.'
+                                 % (', '.join(missing), 'is' if len(missing) == 1 else 'are', self.source_label,
+                                    self.target_label), not_found=missing)
+
+    @staticmethod
+    def _find(conn, identifier):
+        """A domain by UUID or name, or None."""
+        lookups = [(conn.lookupByName, identifier)]
+        if _uuid_or_none(identifier):
+            lookups.insert(0, (conn.lookupByUUIDString, _uuid_or_none(identifier)))
+        for lookup, key in lookups:
+            try:
+                return lookup(key)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise BackendError('Looking up %s failed: %s' % (identifier, error.get_error_message()))
+        return None
 
     def _lookup(self, conn, domain_id):
         try:
@@ -177,7 +211,7 @@ class LibvirtMoves(moves.MoveBackend):
     def _lookup_dom(self, subject):
         dom = self._lookup(self.src, subject.id)
         if dom is None:
-            raise BackendError('%s is no longer on %s' % (subject.name, self.source_uri))
+            raise BackendError('%s is no longer on %s' % (subject.name, self.source_label))
         return dom
 
     @staticmethod
@@ -202,7 +236,7 @@ class LibvirtMoves(moves.MoveBackend):
         try:
             records = self.src.getAllDomainStats(flags, 0)
         except libvirt.libvirtError as error:
-            raise BackendError('Listing the domains of %s failed: %s' % (self.source_uri, error.get_error_message()))
+            raise BackendError('Listing the domains of %s failed: %s' % (self.source_label, error.get_error_message()))
         for dom, stats in records:
             code, reason = stats.get('state.state'), stats.get('state.reason')
             saved = False
@@ -222,7 +256,7 @@ class LibvirtMoves(moves.MoveBackend):
                 if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue        # it left while we listed
                 raise BackendError('Reading domain %s on %s failed: %s'
-                                   % (dom.name(), self.source_uri, error.get_error_message()))
+                                   % (dom.name(), self.source_label, error.get_error_message()))
             state, task, fault = _interpret(code, reason, saved)
             if details.get('move_in_flight'):
                 task = 'migrating'
@@ -264,7 +298,21 @@ class LibvirtMoves(moves.MoveBackend):
     def start_move(self, subject, move, target_host, options):
         if target_host and target_host not in (self.target_uri, self.target_label):
             raise BackendError('target_host %s is not the destination this run connected to (%s)'
-                               % (target_host, self.target_uri))
+                               % (redact_uri(target_host), self.target_label))
+        try:
+            return self._start_move(subject, move, options)
+        except (RequestFailed, ConnectionFailed) as error:
+            # A host that went away: this move is not started (the others are still followed and settled).
+            down = [label for label, conn in ((self.source_label, self.src), (self.target_label, self.dst))
+                    if conn.unreachable]
+            raise BackendError('not started: %s cannot be reached (%s)'
+                               % (' and '.join(down) or 'a host', error.details.get('service_message') or error.msg),
+                               unreachable=down)
+
+    def _start_move(self, subject, move, options):
+        for conn in (self.src, self.dst):
+            if conn.unreachable:
+                conn.getLibVersion()        # one try: is it back?
         dom = self._lookup_dom(subject)
         state, task, _fault = self._observe(dom)
         if task:
@@ -277,7 +325,8 @@ class LibvirtMoves(moves.MoveBackend):
                 raise BackendError('%s is %s now; a live move needs it running, paused or suspended'
                                    % (subject.name, state))
             job = Job('live')
-            data = dict(job=job, state_before=state, copy=copy, persistent=persistent, paused_by_us=False)
+            data = dict(job=job, state_before=state, copy=copy, persistent=persistent, paused_by_us=False,
+                        created=[])
         elif move == moves.COLD:
             if state == states.PAUSED:
                 raise BackendError('%s is paused: moving it cold would throw its memory away; it stays paused on %s'
@@ -290,7 +339,7 @@ class LibvirtMoves(moves.MoveBackend):
             if not persistent:
                 raise BackendError('%s is transient: it has no definition to move cold' % subject.name)
             job = Job('cold')
-            data = dict(job=job, state_before=state, copy=copy, persistent=True,
+            data = dict(job=job, state_before=state, copy=copy, persistent=True, created=[],
                         shutdown_timeout=min(self.migrator.shutdown_timeout, options.deadline))
         else:
             raise BackendError('move %s is not available on libvirt' % move)
@@ -302,12 +351,13 @@ class LibvirtMoves(moves.MoveBackend):
         job = Job('adopted')
         job.steps.append('followed a migration started earlier')
         return moves.MoveHandle(subject, moves.ADOPT, self.target_label, job=job, adopted=True,
-                                state_before=subject.state, copy=[], persistent=True, paused_by_us=False)
+                                state_before=subject.state, copy=[], persistent=True, paused_by_us=False, created=[])
 
     def poll(self, handles):
         """Threads say when their move ended (no libvirt call while they run); an ended move costs one
         look-up and state read on each side.  An adopted move is followed with one job read.  Reads go
-        through the kept connections: a libvirtd restart on either host is waited out (retry_budget)."""
+        through the kept connections: a libvirtd restart on either host is waited out (retry_budget), and
+        a host that stays away is read as `unknown` (whereabouts.py): the poll itself never fails for it."""
         statuses = {}
         for handle in handles:
             job = handle.data['job']
@@ -322,35 +372,32 @@ class LibvirtMoves(moves.MoveBackend):
         return statuses
 
     def _poll_adopted(self, handle):
-        dom = self._lookup(self.src, handle.id)
-        if dom is not None:
-            try:
-                job = dom.jobStats(0)
-            except libvirt.libvirtError:
-                job = {}
-            active = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
-            if job.get('type', libvirt.VIR_DOMAIN_JOB_NONE) in active:
-                return None
+        try:
+            dom = self._lookup(self.src, handle.id)
+            job = dom.jobStats(0) if dom is not None else {}
+        except (libvirt.libvirtError, BackendError):
+            job = {}            # ended, or the source cannot be read: the reads of both hosts say which
+        active = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+        if job.get('type', libvirt.VIR_DOMAIN_JOB_NONE) in active:
+            return None
         handle.data['job'].ended = True
         return self._status_after(handle, None, 'the migration started earlier ended without moving it')
 
     def _status_after(self, handle, error, still_there='the domain is still on the source'):
-        """Where the domain is once its move ended."""
-        on_target = self._lookup(self.dst, handle.id)
-        on_source = self._lookup(self.src, handle.id)
-        if on_target is not None and on_source is None and not error:
-            state, _task, _fault = self._observe(on_target)
-            return moves.MoveStatus(True, False, None, self.target_label, state)
-        if on_source is not None:
-            state, _task, _fault = self._observe(on_source)
-            if error and handle.data['job'].failed_host:
-                error = '%s; %s' % (error, still_there)     # a libvirtd went away: say where the domain is
-            return moves.MoveStatus(False, True, error or still_there, self.source_label, state)
-        if on_target is not None:
-            state, _task, _fault = self._observe(on_target)
-            return moves.MoveStatus(True, False, error, self.target_label, state)
-        return moves.MoveStatus(False, True, '%s: the domain is on neither host' % (error or 'moved'), None,
-                                states.ABSENT)
+        """Where the domain is once its move ended, read on both hosts (whereabouts.py); a failed move's
+        leftovers on the destination are removed, or reported when the destination cannot be read."""
+        src = whereabouts.read_side(self.src, handle.id)
+        dst = whereabouts.read_side(self.dst, handle.id)
+        handle.data['places'] = whereabouts.places((self.source_label, self.target_label), (src, dst))
+        status = whereabouts.settle(error, src, dst, self.source_label, self.target_label, still_there)
+        notes = []
+        if status.failed and not status.done and not handle.data.get('adopted'):
+            notes = whereabouts.clean_destination(self.dst, handle, src, dst, self.target_label)
+        if not notes and dst.where == whereabouts.UNKNOWN and status.host == self.source_label:
+            notes = [whereabouts.unreachable(self.target_label, dst)]
+        if notes:
+            status = status._replace(message='%s; %s' % (status.message, '; '.join(notes)))
+        return status
 
     def abort(self, handle):
         dom = self._lookup(self.src, handle.id)
@@ -382,33 +429,60 @@ class LibvirtMoves(moves.MoveBackend):
         handle.data['job'].steps.append('paused to complete')
 
     def finish(self, handle, status):
-        """Bring the domain back to the power state it started in, wherever it is now."""
+        """Bring the domain back to the power state it started in, wherever it is now (not where that, or
+        its state, is unknown).  A failed move that left everything as it was says so (changed False)."""
         if handle.data.get('adopted'):
             return status._replace(message=_message(handle, status))
         wanted = handle.data['state_before']
-        where = self.dst if status.done else self.src
-        dom = self._lookup(where, handle.id)
         final = status
-        if dom is not None:
+        dom = None
+        if status.host is not None and status.state != states.UNKNOWN:
+            where = self.dst if status.done else self.src
             try:
-                state, _task, _fault = self._observe(dom)
-                if wanted == states.RUNNING and state == states.PAUSED:
-                    dom.resume()
-                    handle.data['job'].steps.append('resume')
-                elif wanted == states.PAUSED and state == states.RUNNING:
-                    dom.suspend()
-                    handle.data['job'].steps.append('pause')
-                elif wanted == states.SUSPENDED and state in (states.RUNNING, states.PAUSED):
-                    dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING)
-                    handle.data['job'].steps.append('managed save')
-                final_state, _task, _fault = self._observe(dom)
-                final = status._replace(state=final_state)
-            except libvirt.libvirtError as error:
-                raise BackendError('bringing %s back to %s failed: %s'
-                                   % (handle.subject.name, wanted, error.get_error_message()))
+                dom = self._lookup(where, handle.id)
+                if dom is not None:
+                    final = status._replace(state=self._power_back(handle, dom, wanted))
+            except (RequestFailed, ConnectionFailed) as error:
+                final = status._replace(failed=True, state=states.UNKNOWN, message='%s; bringing it back to %s '
+                                        'failed: %s cannot be reached (%s)' % (
+                                            status.message or 'moved', wanted, status.host,
+                                            error.details.get('service_message') or error.msg))
         if status.done:
             handle.data['stats'] = self._completed_stats(dom) if handle.move == moves.LIVE and dom else None
+        if final.failed and not final.done:
+            handle.data['changed'] = not self._left_as_it_was(handle, final)
         return final._replace(message=_message(handle, final))
+
+    def _power_back(self, handle, dom, wanted):
+        """Resume, pause or save the domain to get `wanted` again; returns its state after."""
+        try:
+            state, _task, _fault = self._observe(dom)
+            if wanted == states.RUNNING and state == states.PAUSED:
+                dom.resume()
+                handle.data['job'].steps.append('resume')
+            elif wanted == states.PAUSED and state == states.RUNNING:
+                dom.suspend()
+                handle.data['job'].steps.append('pause')
+            elif wanted == states.SUSPENDED and state in (states.RUNNING, states.PAUSED):
+                dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                handle.data['job'].steps.append('managed save')
+            return self._observe(dom)[0]
+        except libvirt.libvirtError as error:
+            raise BackendError('bringing %s back to %s failed: %s'
+                               % (handle.subject.name, wanted, error.get_error_message()))
+
+    def _left_as_it_was(self, handle, final):
+        """A failed move changed nothing: the domain is on the source in its state, the guest was neither
+        paused, restarted nor saved by the move, and nothing of it stays on the destination."""
+        before = handle.data['state_before']
+        if final.host != self.source_label or final.state != before or handle.data.get('left'):
+            return False
+        if handle.data.get('paused_by_us') or handle.data.get('shutdown_sent'):
+            return False
+        if handle.data.get('created'):
+            return False
+        return (handle.move == moves.LIVE and before in (states.RUNNING, states.PAUSED)) or \
+            (handle.move == moves.COLD and before == states.STOPPED)
 
     @staticmethod
     def _completed_stats(dom):
@@ -451,24 +525,29 @@ def _message(handle, status):
 
 
 def open_backend(params):
-    """The libvirt MoveBackend for host_evacuate's options (a dict); validate_options() first."""
+    """The libvirt MoveBackend for host_evacuate's options (a dict); validate_options() first.  Named
+    `instances` that are on neither host are refused here, before anything changes."""
     source = validate_options(params)
     backend = LibvirtMoves(source, params['target_host'], migration_uri=params.get('migration_uri'),
                            bandwidth=params.get('migration_bandwidth'),
                            source_label=params.get('host') or source, target_label=params['target_host'],
                            retry_budget=params.get('retry_budget'),
                            deadline=Deadline(params['timeout']) if params.get('timeout') else None)
-    host = params.get('host')
-    if host and host != source:
-        try:
-            hostname = backend.source_hostname()
-        except libvirt.libvirtError as error:
-            backend.close()
-            raise BackendError('Reading the host name of %s failed: %s' % (source, error.get_error_message()))
-        if host not in (hostname, hostname.split('.')[0]):
-            backend.close()
-            raise InvalidRequest("host '%s' is not the hypervisor at %s, which calls itself '%s'; nothing was "
-                                 "touched." % (host, source, hostname), hostname=hostname)
+    try:
+        host = params.get('host')
+        if host and host != source:
+            try:
+                hostname = backend.source_hostname()
+            except libvirt.libvirtError as error:
+                raise BackendError('Reading the host name of %s failed: %s'
+                                   % (backend.source_label, error.get_error_message()))
+            if host not in (hostname, hostname.split('.')[0]):
+                raise InvalidRequest("host '%s' is not the hypervisor at %s, which calls itself '%s'; nothing was "
+                                     "touched." % (host, redact_uri(source), hostname), hostname=hostname)
+        backend.check_instances(params.get('instances'))
+    except Exception:
+        backend.close()
+        raise
     return backend
 
 

@@ -13,6 +13,13 @@ storage): a fresh volume of the same name, capacity and format in the destinatio
 directory, filled by piping virStorageVolDownload into virStorageVolUpload with sparse streams, so
 holes stay holes and remote URIs work.  A destination file that one of its domains uses is never
 overwritten.
+
+A live move that copies storage gets the same fresh, sparse volume on the destination before the
+migration starts (fresh_target_volume).  libvirt would otherwise pre-create it itself with qcow2
+metadata preallocation, which allocates the whole virtual size (a 48 MiB disk holding 0.3 MiB of data
+arrived as 48.3 MiB); QEMU's mirror then writes only the data, and the copy stays as sparse as the
+original.  The volumes a move created on the destination are listed in `created`, so that a move that
+fails can delete them again (cleanup_created).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -23,7 +30,7 @@ import os
 import uuid
 import xml.etree.ElementTree as ET
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
 
 PROBE_PREFIX = '.vmops-shared-probe-'
@@ -176,13 +183,30 @@ class StoragePlanner(object):
                 pass
 
 
-def copy_volume(src, dst, path, steps, check=None):
-    """Copy one disk file to the same path on the destination with sparse streams (src, dst: the
-    worker's connections); `steps` gets what was done; returns the data bytes sent."""
+def volume_shape(volume_xml, name):
+    """The XML of an empty, sparse volume shaped like the one described: same capacity and format (and,
+    for qcow2, the same compat level and features), nothing preallocated."""
+    source = ET.fromstring(volume_xml)
+    volume = ET.Element('volume')
+    ET.SubElement(volume, 'name').text = name
+    ET.SubElement(volume, 'capacity', unit='bytes').text = str(int(source.findtext('capacity')))
+    ET.SubElement(volume, 'allocation', unit='bytes').text = '0'
+    target = ET.SubElement(volume, 'target')
+    fmt = source.find('target/format')
+    ET.SubElement(target, 'format', type=fmt.get('type') if fmt is not None else 'raw')
+    for extra in ('compat', 'features'):
+        element = source.find('target/' + extra)
+        if element is not None:
+            target.append(element)
+    return ET.tostring(volume, encoding='unicode')
+
+
+def fresh_target_volume(src, dst, path, steps, created):
+    """A fresh, sparse volume at `path` on the destination, shaped like the source's (src, dst: the
+    worker's connections); returns (source volume, new volume).  A destination file that one of its
+    domains uses is refused; one no domain uses (left by an earlier move away) is replaced, because a
+    sparse copy into it would leave its old bytes in the holes.  The new path is added to `created`."""
     src_vol = src.storageVolLookupByPath(path)
-    vol_xml = ET.fromstring(src_vol.XMLDesc(0))
-    fmt = vol_xml.find('target/format')
-    capacity = int(vol_xml.findtext('capacity'))
     dst_pool = dst.storagePoolLookupByTargetPath(os.path.dirname(path))
     try:
         dst_vol = dst.storageVolLookupByPath(path)
@@ -193,22 +217,50 @@ def copy_volume(src, dst, path, steps, check=None):
         if user:
             raise BackendError('the destination already has %s, used by its domain %s; not overwritten'
                                % (path, user))
-        # A file no domain of the destination uses (left by an earlier move away): replaced by a fresh
-        # volume, because a sparse upload would leave its old bytes in the holes.
         dst_vol.delete(0)
         steps.append('replace an unused %s on the destination' % path)
-    xml = ("<volume><name>%s</name><capacity unit='bytes'>%d</capacity><target><format type='%s'/>"
-           "</target></volume>" % (os.path.basename(path), capacity, fmt.get('type') if fmt is not None else 'raw'))
-    dst_vol = dst_pool.createXML(xml, 0)
+    dst_vol = dst_pool.createXML(volume_shape(src_vol.XMLDesc(0), os.path.basename(path)), 0)
+    created.append(path)
+    return src_vol, dst_vol
+
+
+def copy_volume(src, dst, path, steps, check=None, created=None):
+    """Copy one disk file to the same path on the destination with sparse streams (src, dst: the
+    worker's connections); `steps` gets what was done; returns the data bytes sent."""
+    created = [] if created is None else created
+    src_vol, dst_vol = fresh_target_volume(src, dst, path, steps, created)
     steps.append('copy %s' % path)
     try:
         return pipe_volume(src, dst, src_vol, dst_vol, check)
     except Exception:
         try:
             dst_vol.delete(0)       # only our own, unfinished copy
-        except libvirt.libvirtError:
-            pass
+            created.remove(path)
+        except (libvirt.libvirtError, VmopsError):
+            pass                    # the destination went away: the move reports the file as left there
         raise
+
+
+def cleanup_created(dst, paths):
+    """Delete the volumes a failed move created on the destination, unless a destination domain uses one
+    now.  Returns (deleted paths, {path: why it stays})."""
+    deleted, kept = [], {}
+    for path in paths:
+        try:
+            user = _target_user(dst, path)
+            if user:
+                kept[path] = 'used by its domain %s' % user
+                continue
+            dst.storageVolLookupByPath(path).delete(0)
+            deleted.append(path)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                deleted.append(path)        # already gone
+            else:
+                kept[path] = error.get_error_message()
+        except VmopsError as error:         # the destination cannot be reached
+            kept[path] = error.msg
+    return deleted, kept
 
 
 def _target_user(dst, path):

@@ -48,3 +48,10 @@ def test_application_credential_secret_is_hidden(capsys):
 def test_a_cloud_name_stays_readable(capsys):
     out = exit_output(capsys, {'cloud': 'vmops-admin', 'name': 'x'})[0]
     assert json.loads(out)['invocation']['module_args']['cloud'] == 'vmops-admin'
+
+
+def test_a_password_in_a_libvirt_uri_is_hidden_everywhere(capsys):
+    uri = 'qemu+tcp://vmops:%s@198.51.100.2/system' % SECRET
+    out, logged = exit_output(capsys, {'libvirt_uri': uri, 'name': 'x'})
+    assert SECRET not in out and SECRET not in ''.join(logged)
+    assert 'qemu+tcp://vmops:' in json.loads(out)['invocation']['module_args']['libvirt_uri']

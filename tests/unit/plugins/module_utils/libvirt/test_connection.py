@@ -236,6 +236,45 @@ def test_a_libvirtd_that_never_comes_back_ends_within_the_budget(clock):
     assert 'No such file or directory' in details['service_message']
 
 
+def test_a_host_found_unreachable_is_tried_once_afterwards_until_it_answers(clock):
+    daemon = FakeDaemon()
+    kept = keeper(daemon, clock, budget=10)
+    dom = kept.lookupByName('web1')
+    daemon.restart(down_for=1000)
+    with pytest.raises(ServiceUnavailable):
+        dom.state()
+    assert kept.unreachable and 'No such file or directory' in kept.unreachable
+    waited = len(clock.sleeps)
+    with pytest.raises(ServiceUnavailable) as info:
+        kept.getHostname()                       # the next call: one try, no second budget
+    assert len(clock.sleeps) == waited and 'could not be reached earlier in this run' in info.value.msg
+    spawned_refused = daemon.opens
+    with pytest.raises(ServiceUnavailable):
+        kept.spawn()                             # a worker's connection shares what is known
+    assert len(clock.sleeps) == waited and daemon.opens == spawned_refused
+    daemon.refuse_opens = 0
+    assert dom.state() == [RUNNING, 1] and kept.unreachable is None
+
+
+def test_a_password_in_the_uri_is_in_no_label_message_or_detail(clock):
+    daemon = FakeDaemon()
+    uri = 'qemu+tcp://admin:pa55@10.0.0.1/system'
+    assert connection.uri_secrets(uri) == ['pa55'] and connection.uri_secrets('qemu+tcp://admin@h/system') == []
+    assert connection.redact_uri(uri) == 'qemu+tcp://admin:********@10.0.0.1/system'
+    assert connection.redact_uri('qemu:///system') == 'qemu:///system'
+    kept = connection.LibvirtConnection(uri, 10, opener=daemon.open, clock=clock, sleep=clock.sleep,
+                                        jitter=lambda: 1.0)
+    assert kept.label == 'qemu+tcp://admin:********@10.0.0.1/system'
+    daemon.restart(down_for=1000)
+    with pytest.raises(ServiceUnavailable) as info:
+        kept.getHostname()
+    assert 'pa55' not in info.value.msg and 'pa55' not in str(info.value.details)
+    daemon.refuse_opens = 1
+    with pytest.raises(ConnectionFailed) as info:
+        connection.LibvirtConnection(uri, 10, opener=daemon.open, clock=clock, sleep=clock.sleep)
+    assert 'pa55' not in info.value.msg and 'pa55' not in str(info.value.details)
+
+
 def test_no_retry_goes_past_the_runs_deadline(clock):
     daemon = FakeDaemon()
     kept = keeper(daemon, clock, budget=60)

@@ -52,10 +52,16 @@ class World(object):
         self.release.set()          # migrations end at once unless a test clears this
         self.migration_seconds = 0.0
         self.epoch = {SRC: 0, DST: 0}       # +1 when that host's libvirtd restarts: its connections die
+        self.down = set()                   # hosts whose libvirtd is dead (no new connection either)
 
     def restart(self, uri):
         """The host's libvirtd restarts: every connection opened to it before is dead (guests keep running)."""
         self.epoch[uri] += 1
+
+    def kill(self, uri):
+        """The host's libvirtd dies and stays dead: its connections are dead, new ones are refused."""
+        self.epoch[uri] += 1
+        self.down.add(uri)
 
     def host_of(self, dom_uuid):
         for uri, host in self.hosts.items():
@@ -83,7 +89,7 @@ class Vol(object):
 
     def XMLDesc(self, flags):
         return ("<volume><name>x</name><capacity unit='bytes'>%d</capacity><target><format type='qcow2'/>"
-                "</target></volume>" % len(self.data))
+                "<compat>0.10</compat></target></volume>" % len(self.data))
 
     def storagePoolLookupByVolume(self):
         return self.pool
@@ -135,6 +141,7 @@ class Pool(object):
         name = xml.split('<name>')[1].split('</name>')[0]
         path = '%s/%s' % (IMAGES, name)
         vol = Vol(path, b'')
+        vol.created_from = xml
         vol.world, vol.conn_uri, vol.pool = self.world, self.uri, self
         with self.world.lock:
             self.world.hosts[self.uri]['vols'][path] = vol
@@ -231,6 +238,15 @@ class Dom(object):
         self.world.calls.append(('abort', self.name_))
         self.aborted.set()
 
+    def destroy(self):
+        self.world.calls.append(('destroy', self.name_, self.world.host_of(self.uuid)))
+        with self.world.lock:
+            host = self.world.hosts[self.world.host_of(self.uuid)]
+            if not self.persistent:
+                host['domains'].pop(self.uuid)
+            else:
+                self.code = SHUTOFF
+
     def migrateSetMaxSpeed(self, bandwidth, flags):
         self.world.calls.append(('max_speed', self.name_, bandwidth))
 
@@ -282,6 +298,10 @@ class Conn(object):
         self._rpc()
         return 'vmops-' + self.host['name']
 
+    def getLibVersion(self):
+        self._rpc()
+        return 9000000
+
     def getFreeMemory(self):
         self._rpc()
         return 4 * 1024 ** 3
@@ -302,6 +322,14 @@ class Conn(object):
                 return self.host['domains'][text]
         raise _error(libvirt.VIR_ERR_NO_DOMAIN, 'no domain')
 
+    def lookupByName(self, name):
+        self._rpc()
+        with self.world.lock:
+            for dom in self.host['domains'].values():
+                if dom.name() == name:
+                    return dom
+        raise _error(libvirt.VIR_ERR_NO_DOMAIN, 'no domain')
+
     def storageVolLookupByPath(self, path):
         self._rpc()
         vol = self.host['vols'].get(path)
@@ -319,9 +347,16 @@ class Conn(object):
         return Stream()
 
 
+def open_conn(world, uri):
+    if uri in world.down:
+        raise _error(libvirt.VIR_ERR_SYSTEM_ERROR, "Failed to connect socket to '/run/%s': Connection refused" % uri,
+                     libvirt.VIR_FROM_RPC)
+    return Conn(world, uri)
+
+
 def backend(world, **kwargs):
     return libvirt_moves.LibvirtMoves(SRC, DST, migration_uri=MIG, source_label='h3', target_label='h4',
-                                      opener=lambda uri: Conn(world, uri), **kwargs)
+                                      opener=lambda uri: open_conn(world, uri), **kwargs)
 
 
 def request(**kwargs):
@@ -794,3 +829,159 @@ def test_a_rerun_after_a_restart_moves_what_is_left():
     del dom.migrateToURI3
     again = drain(world)
     assert server(again, 'a')['outcome'] == 'moved' and world.host_of(dom.uuid) == DST
+
+
+# --- a host that dies under the drain (and stays dead) --------------------------------------------
+
+P2P_CLOSED = _error(libvirt.VIR_ERR_INTERNAL_ERROR, 'internal error: client socket is closed', libvirt.VIR_FROM_RPC)
+DEAD = dict(retry_budget=0)     # a dead host is not waited for: its first failed read marks it unreachable
+
+
+def _migrate_kills(dom, world, killed, failure=None):
+    """`killed`'s libvirtd dies during the domain's migration and stays dead.  The migration fails with
+    `failure`, or, without one, completes just before the host dies."""
+    def migrate(uri, params, flags):
+        world.migrations.append((dom.uuid, uri, dict(params), flags))
+        if failure is None:
+            with world.lock:
+                world.hosts[SRC]['domains'].pop(dom.uuid)
+                world.hosts[DST]['domains'][dom.uuid] = dom
+        world.kill(killed)
+        if failure is not None:
+            raise failure
+        return 0
+    dom.migrateToURI3 = migrate
+
+
+def test_a_destination_that_dies_mid_move_keeps_the_record_with_both_places():
+    world = World()
+    dom = world.add('a')
+    _migrate_kills(dom, world, DST, P2P_CLOSED)
+    result = drain(world, cold_fallback=False, backend_kwargs=DEAD)
+    entry = server(result, 'a')
+    assert entry['outcome'] == 'failed' and entry['to'] == 'h3' and entry['state_after'] == states.RUNNING
+    assert entry['places'] == {'h3': states.RUNNING, 'h4': 'unknown'}
+    assert 'the connection to the destination libvirtd (h4) dropped' in entry['message']
+    assert 'h4 cannot be reached' in entry['message'] and IMAGES + '/a.qcow2' in entry['message']
+    assert result['totals']['in_flight'] == 0 and 'ended_early' not in result
+    assert result['changed'] is True        # the disk it created on h4 is still there
+    assert IMAGES + '/a.qcow2' in world.hosts[DST]['vols'] and world.host_of(dom.uuid) == SRC
+
+
+def test_moves_not_started_when_the_destination_is_dead_fail_alone():
+    world = World()
+    first = world.add('a')
+    world.add('b')
+    _migrate_kills(first, world, DST, P2P_CLOSED)
+    result = drain(world, window=1, cold_fallback=False, backend_kwargs=DEAD)
+    entry = server(result, 'b')
+    assert entry['outcome'] == 'failed' and entry['message'].startswith('not started: h4 cannot be reached')
+    assert entry['seconds'] is None and len(world.migrations) == 1
+    assert server(result, 'a')['places'] == {'h3': states.RUNNING, 'h4': 'unknown'}
+
+
+def test_a_destination_that_dies_once_the_move_completed_reports_it_moved_state_unknown():
+    world = World()
+    dom = world.add('a')
+    _migrate_kills(dom, world, DST)
+    result = drain(world, cold_fallback=False, backend_kwargs=DEAD)
+    entry = server(result, 'a')
+    assert entry['outcome'] == 'failed' and entry['to'] == 'h4' and entry['state_after'] == 'unknown'
+    assert 'libvirt reported the move complete, but h4 cannot be reached' in entry['message']
+    assert entry['places'] == {'h3': 'absent', 'h4': 'unknown'}
+    assert result['changed'] is True
+
+
+def test_a_source_that_dies_mid_move_is_read_as_unknown_and_the_copy_it_made_is_removed():
+    world = World()
+    dom = world.add('a')
+    _migrate_kills(dom, world, SRC, _error(libvirt.VIR_ERR_SYSTEM_ERROR, 'End of file while reading data: '
+                                           'Input/output error', libvirt.VIR_FROM_RPC))
+    result = drain(world, cold_fallback=False, backend_kwargs=DEAD)
+    entry = server(result, 'a')
+    assert entry['outcome'] == 'failed' and entry['to'] is None and entry['state_after'] == 'unknown'
+    assert entry['places'] == {'h3': 'unknown', 'h4': 'absent'}
+    assert 'the connection to the source libvirtd (h3) dropped' in entry['message']
+    assert IMAGES + '/a.qcow2' not in world.hosts[DST]['vols']      # nothing uses it on h4: deleted
+    assert result['changed'] is True                                # the source's side is not known
+
+
+@pytest.mark.parametrize('failure', [
+    "unable to connect to server at '10.0.0.9:16509': No route to host",      # a migration_uri that leads nowhere
+    'internal error: Attempt to migrate guest to the same host uuid-h3',      # one that leads back to the source
+])
+def test_a_drain_that_moved_nothing_is_not_a_change(failure):
+    world = World()
+    dom = world.add('a')
+
+    def migrate(uri, params, flags):
+        world.migrations.append((dom.uuid, uri, dict(params), flags))
+        raise _error(libvirt.VIR_ERR_SYSTEM_ERROR if 'route' in failure else libvirt.VIR_ERR_INTERNAL_ERROR, failure)
+    dom.migrateToURI3 = migrate
+    result = drain(world, cold_fallback=False)
+    entry = server(result, 'a')
+    assert result['failed'] and result['changed'] is False
+    assert entry['outcome'] == 'failed' and entry['places'] == {'h3': states.RUNNING, 'h4': 'absent'}
+    assert 'deleted from h4 the disk(s) this run created for the copy' in entry['message']
+    assert ('create_vol', DST, IMAGES + '/a.qcow2') in world.calls and IMAGES + '/a.qcow2' not in world.hosts[DST]['vols']
+
+
+def test_migration_uri_of_the_source_itself_is_refused_before_connecting():
+    with pytest.raises(InvalidRequest) as info:
+        libvirt_moves.validate_options(dict(libvirt_uri=SRC, target_host=DST, migration_uri=SRC))
+    assert 'migration_uri is the URI of the host being emptied' in info.value.msg
+
+
+def test_a_live_move_that_copies_storage_gets_a_sparse_volume_of_its_own_first():
+    world = World()
+    world.add('a')
+    result = drain(world)
+    assert server(result, 'a')['outcome'] == 'moved'
+    created = world.hosts[DST]['vols'][IMAGES + '/a.qcow2'].created_from
+    assert '<allocation unit="bytes">0</allocation>' in created and '<compat>0.10</compat>' in created
+    assert '<format type="qcow2"' in created
+
+
+def test_an_unfinished_incoming_copy_left_on_a_reachable_destination_is_removed():
+    world = World()
+    dom = world.add('a')
+    incoming = Dom(world, 'a', PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION, False, False, None)
+    incoming.uuid = dom.uuid
+
+    def destroyed():
+        world.calls.append(('destroy', 'a', DST))
+        world.hosts[DST]['domains'].pop(dom.uuid)
+    incoming.destroy = destroyed
+
+    def migrate(uri, params, flags):
+        world.migrations.append((dom.uuid, uri, dict(params), flags))
+        world.hosts[DST]['domains'][dom.uuid] = incoming     # the destination restarted mid-migration
+        raise P2P_CLOSED
+    dom.migrateToURI3 = migrate
+    result = drain(world, cold_fallback=False)
+    entry = server(result, 'a')
+    assert ('destroy', 'a', DST) in world.calls and 'removed the unfinished incoming copy from h4' in entry['message']
+    assert dom.uuid not in world.hosts[DST]['domains'] and IMAGES + '/a.qcow2' not in world.hosts[DST]['vols']
+    assert entry['places'] == {'h3': states.RUNNING, 'h4': 'paused (migrating)'}
+    assert result['changed'] is False
+
+
+def test_named_instances_on_neither_host_are_refused_before_anything_changes(monkeypatch):
+    world = World()
+    world.add('a')
+    world.add('moved', uri=DST)
+    monkeypatch.setattr(libvirt, 'open', lambda uri: Conn(world, uri))
+    params = dict(libvirt_uri=SRC, target_host=DST, instances=['a', 'moved', 'typo'])
+    with pytest.raises(InvalidRequest) as info:
+        libvirt_moves.open_backend(params)
+    assert 'instances names typo, which is on neither' in info.value.msg
+    params['instances'] = ['a', 'moved']
+    libvirt_moves.open_backend(params).close()
+    assert world.migrations == []
+
+
+def test_a_password_in_a_uri_is_never_in_labels_or_messages():
+    secret_uri = 'qemu+tcp://admin:s3cret@10.0.0.4/system'
+    with pytest.raises(InvalidRequest) as info:
+        libvirt_moves.validate_options(dict(libvirt_uri=secret_uri, target_host=secret_uri))
+    assert 's3cret' not in info.value.msg and 'admin:********@10.0.0.4' in info.value.msg
