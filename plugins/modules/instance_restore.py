@@ -25,7 +25,11 @@ description:
     read). The domain is shut down first, its power cut after O(shutdown_timeout), and a managed
     save image is discarded because its memory belongs to the replaced disks. An internal snapshot
     (of a stopped domain) is reverted. A domain that no longer exists is defined again from the
-    backup's C(domain.xml) with O(relaunch_missing=true).
+    backup's C(domain.xml) with O(relaunch_missing=true), on any host, from backups kept on any host
+    (O(backup_uri)).
+  - On libvirt a backup keeps no graphics password. Each such console of a domain defined again gets a
+    random password nobody knows, which the plan shows as C(new_vnc_password) or C(new_spice_password).
+    Set a new one to use the console.
   - Idempotent. The instance records the snapshot it was restored from (OpenStack metadata
     C(vmops_restored_from), libvirt domain C(<metadata>)). A restore from the same snapshot again is
     unchanged unless O(force=true).
@@ -86,8 +90,20 @@ options:
     type: str
   backup_dir:
     description:
-      - libvirt only. Directory on the hypervisor host where instance_snapshot keeps its backups.
-        Default C(/var/lib/libvirt/images/vmops-backups).
+      - libvirt only. Directory where instance_snapshot keeps its backups, on the host of O(backup_uri).
+        Default C(/var/lib/libvirt/images/vmops-backups). Mutually exclusive with O(backup_pool).
+    type: str
+  backup_uri:
+    description:
+      - libvirt only. The libvirt URI of the host whose storage holds the backups, as given to
+        M(vmops.lifecycle.instance_snapshot). Default the instance's own host (O(libvirt_uri)).
+      - The backups are read from there wherever the domain is now (after a drain), or wherever it is
+        defined again (O(relaunch_missing), after its host was lost).
+    type: str
+  backup_pool:
+    description:
+      - libvirt only. A storage pool of the host of O(backup_uri) whose directory holds the backups,
+        instead of O(backup_dir).
     type: str
   shutdown_timeout:
     description:
@@ -129,6 +145,15 @@ EXAMPLES = r'''
     instance: app2
     snapshot: before-upgrade
     power_state: stopped
+
+- name: Bring app1 up on kvm4 from its newest backup, kept on backup1, after kvm3 was lost
+  vmops.lifecycle.instance_restore:
+    libvirt_uri: qemu+ssh://kvm4/system
+    instance: app1
+    series: app1-nightly
+    relaunch_missing: true
+    backup_uri: qemu+ssh://root@backup1/system
+    backup_pool: backups
 '''
 
 RETURN = r'''
@@ -189,6 +214,8 @@ def main():
             allow_other_instance=dict(type='bool', default=False),
             availability_zone=dict(type='str'),
             backup_dir=dict(type='str'),
+            backup_uri=dict(type='str'),
+            backup_pool=dict(type='str'),
             shutdown_timeout=dict(type='int'),
         ),
         mutually_exclusive=[('snapshot', 'series')],
@@ -204,7 +231,8 @@ def converge(module):
         identifier=params['instance'], snapshot=params['snapshot'], series=params['series'],
         relaunch_missing=params['relaunch_missing'], power_state=params['power_state'], force=params['force'],
         allow_other_instance=params['allow_other_instance'], availability_zone=params['availability_zone'],
-        backup_dir=params['backup_dir'], shutdown_timeout=params['shutdown_timeout'],
+        backup_dir=params['backup_dir'], backup_uri=params['backup_uri'], backup_pool=params['backup_pool'],
+        shutdown_timeout=params['shutdown_timeout'],
         wait=params['wait'], timeout=params['timeout'])
     return converge_request(module, request, validate_restore_request, ensure_restored, DRIVERS)
 

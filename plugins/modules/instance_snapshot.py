@@ -23,10 +23,15 @@ description:
     the system disk and Cinder snapshots of every attached data volume are taken, then the server is
     unpaused: one crash-consistent set. The result says how long the server was paused."
   - "libvirt, running or paused domain: a push-mode backup (virDomainBackupBegin) of every disk into
-    O(backup_dir)/<domain>/<name>/ on the hypervisor host: full standalone qcow2 copies, the domain XML and
-    a manifest written last. The guest is not paused; with a connected guest agent its file systems are
-    frozen around the start of the job only."
-  - "libvirt, stopped domain: an internal snapshot (qcow2 disks)."
+    O(backup_dir)/<domain>/<name>/: full standalone qcow2 copies, the domain XML (without secrets such as a
+    graphics password) and a manifest written last. The guest is not paused; with a connected guest agent its
+    file systems are frozen around the start of the job only."
+  - "libvirt, where backups live: on the domain's own host by default. With O(backup_uri) they live on another
+    libvirt host (in O(backup_dir) or in the directory of O(backup_pool) there), so that they outlive the host
+    they protect: the backup is written on the domain's host first and streamed there (sparse). A directory
+    every host mounts (NFS) works as well, without O(backup_uri)."
+  - "libvirt, stopped domain: an internal snapshot (qcow2 disks), which lives inside the disk. With
+    O(backup_uri) on another host, its disk files are copied there instead."
   - With O(series) and O(retention), the newest O(retention) snapshots of the series are kept. Older ones are
     deleted only after the new one is verified, so a run that fails halfway never loses a snapshot. Unlike
     Nova's createBackup rotation, this also works for volume-backed servers and on libvirt.
@@ -84,10 +89,22 @@ options:
     type: dict
   backup_dir:
     description:
-      - libvirt only. Directory on the hypervisor host that holds the backups, one directory per domain and per
-        snapshot. Reached through libvirt's storage API, so it works with remote URIs.
+      - libvirt only. Directory that holds the backups, one directory per domain and per snapshot, on the host
+        of O(backup_uri). Reached through libvirt's storage API, so it works with remote URIs.
+      - Default C(/var/lib/libvirt/images/vmops-backups). Mutually exclusive with O(backup_pool).
     type: str
-    default: /var/lib/libvirt/images/vmops-backups
+  backup_uri:
+    description:
+      - libvirt only. The libvirt URI of the host whose storage holds the backups. Default the domain's own host
+        (O(libvirt_uri)).
+      - Another host keeps the backups when the domain's host is lost, and M(vmops.lifecycle.instance_restore)
+        finds them there from any host with the same O(backup_uri).
+    type: str
+  backup_pool:
+    description:
+      - libvirt only. A storage pool of the host of O(backup_uri) whose directory holds the backups, instead of
+        O(backup_dir).
+    type: str
 extends_documentation_fragment:
   - vmops.lifecycle.backend
   - vmops.lifecycle.libvirt
@@ -128,6 +145,15 @@ EXAMPLES = r'''
     instance: app1
     name: app1-before-upgrade
     backup_dir: /srv/backups
+
+- name: Back up a libvirt domain to another host's storage pool, so that the backup outlives hv1
+  vmops.lifecycle.instance_snapshot:
+    libvirt_uri: qemu+ssh://root@hv1/system
+    instance: app1
+    series: app1-nightly
+    retention: 7
+    backup_uri: qemu+ssh://root@backup1/system
+    backup_pool: backups
 
 - name: Delete a snapshot
   vmops.lifecycle.instance_snapshot:
@@ -188,6 +214,15 @@ snapshot:
         What a relaunch needs. C(instance_id), C(instance_name), C(flavor), C(networks), C(metadata),
         C(key_name) and C(boot) (V(image) or V(volume)).
       type: dict
+    store:
+      description: libvirt backups. Where the backup lives, C(uri) (without password), C(host) and C(root).
+      type: dict
+    secrets_removed:
+      description: >-
+        libvirt backups. What the saved C(domain.xml) leaves out, for example C(graphics vnc passwd). A domain
+        defined again from it gets a random graphics password (see M(vmops.lifecycle.instance_restore)).
+      type: list
+      elements: str
 timings:
   description: >-
     C(total_seconds) and C(guest_paused_seconds). The latter is the time the module paused the server or
@@ -210,7 +245,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import OpenStackSnapshots
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import (
-    DEFAULT_BACKUP_DIR, SnapshotRequest, ensure_snapshot, validate_snapshot_request)
+    SnapshotRequest, ensure_snapshot, validate_snapshot_request)
 
 DRIVERS = {'openstack': OpenStackSnapshots, 'libvirt': LibvirtSnapshots}
 
@@ -226,7 +261,9 @@ def main():
             include_volumes=dict(type='bool', default=False),
             quiesce=dict(type='str', default='auto', choices=['auto', 'required', 'off']),
             metadata=dict(type='dict'),
-            backup_dir=dict(type='str', default=DEFAULT_BACKUP_DIR),
+            backup_dir=dict(type='str'),
+            backup_uri=dict(type='str'),
+            backup_pool=dict(type='str'),
         ),
         supports_check_mode=True,
     )

@@ -39,9 +39,12 @@ POWER_STATES = ('keep', 'running', 'stopped')
 # availability_zone:     OpenStack relaunch only: where to launch (default: the zone recorded)
 # backup_dir:            libvirt: where instance_snapshot keeps its backups (on the host)
 # shutdown_timeout:      libvirt: seconds a running guest gets to shut down before its power is cut
+# backup_uri, backup_pool: libvirt: the host that holds the backups (default: the instance's own), and a
+#                        storage pool of it instead of backup_dir; both default to None
 RestoreRequest = collections.namedtuple(
     'RestoreRequest', 'identifier snapshot series relaunch_missing power_state force allow_other_instance '
-                      'availability_zone backup_dir shutdown_timeout wait timeout')
+                      'availability_zone backup_dir shutdown_timeout wait timeout backup_uri backup_pool')
+RestoreRequest.__new__.__defaults__ = (None, None)
 
 
 def validate_restore_request(model, request):
@@ -52,7 +55,8 @@ def validate_restore_request(model, request):
     if request.timeout <= 0:
         raise InvalidRequest('timeout must be a positive number of seconds, got %s.' % request.timeout)
     if model.name == 'openstack':
-        given = [name for name in ('backup_dir', 'shutdown_timeout') if getattr(request, name) is not None]
+        given = [name for name in ('backup_dir', 'shutdown_timeout', 'backup_uri', 'backup_pool')
+                 if getattr(request, name) is not None]
         if given:
             raise InvalidRequest('%s only apply to the libvirt backend.' % ', '.join(given))
     else:
@@ -64,6 +68,8 @@ def validate_restore_request(model, request):
         raise InvalidRequest('shutdown_timeout must be a positive number of seconds.')
     if request.backup_dir is not None and not request.backup_dir.startswith('/'):
         raise InvalidRequest('backup_dir must be an absolute path on the hypervisor host.')
+    if request.backup_dir is not None and request.backup_pool is not None:
+        raise InvalidRequest('backup_dir and backup_pool both say where the backups live: give one of them.')
 
 
 def ensure_restored(backend, request, check_mode=False, restorer=None):

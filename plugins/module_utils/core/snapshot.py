@@ -38,9 +38,12 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InstanceNotFound, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
 
+# backup_dir, backup_uri, backup_pool: libvirt: where the backups live (the directory, the host that holds it,
+# or a storage pool of that host instead of the directory); the last two default to None.
 SnapshotRequest = collections.namedtuple(
     'SnapshotRequest', 'instance state name series retention include_volumes quiesce metadata backup_dir '
-                       'wait timeout')
+                       'wait timeout backup_uri backup_pool')
+SnapshotRequest.__new__.__defaults__ = (None, None)
 
 # A snapshot name becomes a directory name on libvirt and an image name on OpenStack.
 NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$')
@@ -147,9 +150,15 @@ def validate_snapshot_request(model, request):
         if isinstance(value, (dict, list)):
             raise InvalidRequest('metadata values must be strings (key %s).' % key)
     if model.name == 'libvirt':
-        if not request.backup_dir or not request.backup_dir.startswith('/'):
+        if request.backup_dir is not None and not request.backup_dir.startswith('/'):
             raise InvalidRequest('backup_dir must be an absolute path on the hypervisor host, got %r.'
                                  % request.backup_dir)
+        if request.backup_dir is not None and request.backup_pool is not None:
+            raise InvalidRequest('backup_dir and backup_pool both say where the backups live: give one of them.')
+    else:
+        given = [name for name in ('backup_uri', 'backup_pool') if getattr(request, name) is not None]
+        if given:
+            raise InvalidRequest('%s only apply to the libvirt backend.' % ', '.join(given))
     if request.timeout <= 0:
         raise InvalidRequest('timeout must be a positive number of seconds, got %s.' % request.timeout)
 

@@ -3,17 +3,22 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Restore on libvirt: copy a backup made by instance_snapshot back over the domain's disks.
 
-Backups are found and read with instance_snapshot's driver (libvirt_snapshot.py: backup
-directories `<backup_dir>/<domain>/<name>/` with a manifest, and internal snapshots), through
-libvirt's storage API, so remote URIs work.  A disk is restored by deleting the domain's disk
-volume and cloning the backup file into the same pool under the same name
-(virStorageVolCreateXMLFrom); the backup itself is only read.  The domain is shut down first
+Backups are found and read with instance_snapshot's driver (snapshot.py: backup directories
+`<root>/<domain>/<name>/` with a manifest in a backup store, backup_store.py, and internal
+snapshots), through libvirt's storage API, so remote URIs work, and a store on another host is
+read from wherever the domain is now (after a drain, or for a host that is gone).  A disk is
+restored by deleting the domain's disk volume and writing the backup file into the same pool under
+the same name: a clone (virStorageVolCreateXMLFrom) when the store is on the domain's host, else a
+sparse stream from the store's host (converted there when the formats differ); the backup itself is
+only read.  The domain is shut down first
 (gracefully, its power cut after shutdown_timeout), and a managed save image is discarded: the
 memory it holds belongs to the disks being replaced.  The domain's <metadata> then records the
 snapshot it was restored from, which makes the restore idempotent.
 
 A domain that no longer exists is defined again from the backup's domain.xml, with its disks
-cloned back to the paths they had, when relaunch_missing is set.
+written back to the paths they had, when relaunch_missing is set: on any host, from a store on any
+host.  A backup keeps no graphics password (snapshot.py); a domain defined again from one gets a
+random password nobody knows on each such console, so that its console is never open without one.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,7 +26,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
-import json
+import secrets
 import time
 import xml.etree.ElementTree as ET
 
@@ -29,12 +34,13 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
+    DOMAIN_XML, INCOMPLETE, MISSING, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import RESCUE_NS, shutdown_budget
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import (
-    DOMAIN_XML, MANIFEST, LibvirtSnapshots)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.restore import InstanceStatus, Restorer
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, newest_in_series
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import newest_in_series
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 
 RESTORE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/restore/1'
@@ -49,14 +55,25 @@ class LibvirtRestorer(Restorer):
 
     @classmethod
     def for_request(cls, backend, request):
-        return cls(backend, request.backup_dir or DEFAULT_BACKUP_DIR)
+        return cls(backend, store=open_store(backend, getattr(request, 'backup_uri', None),
+                                             getattr(request, 'backup_pool', None), request.backup_dir))
 
-    def __init__(self, backend, backup_dir):
+    def __init__(self, backend, backup_dir=None, store=None):
         self.backend = backend
         self.conn = backend.conn
-        self.snapshots = LibvirtSnapshots(backend, backup_dir)
-        self.files = self.snapshots.files
-        self.backup_dir = self.snapshots.backup_dir
+        self.snapshots = LibvirtSnapshots(backend, backup_dir, store)
+        self.store = self.snapshots.store
+        self.files = self.snapshots.local       # directories of the domain's own host
+        self.backup_dir = self.store.root
+
+    def _where(self):
+        """Where the backups were looked for, for messages."""
+        location = self.store.location()
+        text = '%s on %s' % (self.store.root, location['host'] or location['uri'])
+        if not self.snapshots.off_host:
+            text += (' (the host of the domain; backups taken on another host, or kept elsewhere, are found by '
+                     'giving backup_uri and backup_dir or backup_pool)')
+        return text
 
     def status(self, dom):
         observation = self.backend.observe(dom)
@@ -84,7 +101,7 @@ class LibvirtRestorer(Restorer):
             if record is None:
                 raise InvalidRequest('Series %s has no verified snapshot of %s in %s (a backup counts once its manifest '
                                      'says complete); nothing was changed.'
-                                     % (request.series, request.identifier, self.backup_dir), series=request.series)
+                                     % (request.series, request.identifier, self._where()), series=request.series)
             return record
         if '/' in request.snapshot:
             return self._backup_at(request.snapshot)
@@ -94,23 +111,23 @@ class LibvirtRestorer(Restorer):
         if self.snapshots.incomplete(dom, request.identifier, request.snapshot):
             raise InvalidRequest('Backup %s of %s is not complete (its manifest is missing or does not say complete); '
                                  'it is never used. Nothing was changed.' % (request.snapshot, request.identifier))
-        raise InvalidRequest('No snapshot %s of %s: no backup %s/%s/%s and no internal snapshot of that name. '
-                             'Nothing was changed.' % (request.snapshot, request.identifier, self.backup_dir,
+        raise InvalidRequest('No snapshot %s of %s: no backup %s/%s in %s and no internal snapshot of that name. '
+                             'Nothing was changed.' % (request.snapshot, request.identifier,
                                                        dom.name() if dom is not None else request.identifier,
-                                                       request.snapshot))
+                                                       request.snapshot, self._where()))
 
     def _backup_at(self, path):
-        """A backup named by its directory (any domain's): used to restore one domain from another's backup."""
+        """A backup named by its directory in the store's host (any domain's): used to restore one domain from
+        another's backup."""
         path = path.rstrip('/')
-        pool = self.files.pool(path)
-        raw = self.files.read(pool, MANIFEST) if pool is not None else None
-        try:
-            manifest = json.loads(raw.decode('utf-8')) if raw else None
-        except ValueError:
-            manifest = None
-        if not manifest or manifest.get('complete') is not True:
-            raise InvalidRequest('%s is not a complete backup (no manifest saying complete); nothing was changed.' % path)
-        return self.snapshots._record_from_manifest(path, manifest, path.rsplit('/', 1)[0])
+        manifest, state = self.store.manifest_at(path)
+        if state == MISSING:
+            raise InvalidRequest('Backup directory %s does not exist on %s; nothing was changed.'
+                                 % (path, self.store.location()['host'] or self.store.location()['uri']))
+        if state == INCOMPLETE:
+            raise InvalidRequest('%s is not a complete backup (no manifest saying complete); nothing was changed.'
+                                 % path)
+        return self.snapshots.record_from_manifest(path, manifest)
 
     def owner(self, record):
         if record['kind'] == 'libvirt_internal':
@@ -153,8 +170,7 @@ class LibvirtRestorer(Restorer):
             if target is not None:
                 current[target.get('dev')] = (source.get('file') if source is not None else None,
                                               driver.get('type', 'raw') if driver is not None else 'raw')
-        backup_pool = self.files.pool(record['path'])
-        entries = self.files.listing(backup_pool) if backup_pool is not None else {}
+        entries = self.store.files_at(record['path'])
         copies = []
         for disk in manifest.get('disks', []):
             target = disk['target']
@@ -185,9 +201,8 @@ class LibvirtRestorer(Restorer):
         started = time.monotonic()
         try:
             if record['kind'] == 'libvirt_backup':
-                backup_pool = self.files.pool(record['path'])
                 for copy in plan['copies']:
-                    self._copy(backup_pool, copy)
+                    self._copy(record, copy)
             else:
                 snap = dom.snapshotLookupByName(record['_snapshot_name'], 0)
                 dom.revertToSnapshot(snap, libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
@@ -205,13 +220,13 @@ class LibvirtRestorer(Restorer):
             timings['start_seconds'] = round(time.monotonic() - started, 3)
         return self.status(dom), timings
 
-    def _copy(self, backup_pool, copy):
-        source = backup_pool.storageVolLookupByName(copy['backup_file'])
+    def _copy(self, record, copy):
         volume = self.conn.storageVolLookupByPath(copy['path'])
         pool = volume.storagePoolLookupByVolume()
         name = volume.name()
         volume.delete(0)
-        pool.createXMLFrom(_volume_xml(name, copy['capacity'], copy['format']), source, 0)
+        self.store.get_disk(record['path'], copy['backup_file'], self.conn, pool, name, copy['format'],
+                            copy['capacity'])
 
     def _mark(self, dom, record):
         element = ET.Element('restore', snapshot=record['id'], name=record['name'] or '',
@@ -235,19 +250,19 @@ class LibvirtRestorer(Restorer):
         if record['kind'] != 'libvirt_backup':
             raise InvalidRequest('Snapshot %s is an internal snapshot; it went with its domain. Nothing was changed.'
                                  % record['name'])
-        pool = self.files.pool(record['path'])
-        raw = self.files.read(pool, DOMAIN_XML) if pool is not None else None
+        raw = self.store.read_at(record['path'], DOMAIN_XML)
         if not raw:
             raise InvalidRequest('Backup %s has no %s to define the domain from; nothing was changed.'
                                  % (record['path'], DOMAIN_XML))
         tree = ET.fromstring(raw.decode('utf-8'))
-        entries = self.files.listing(pool)
+        entries = self.store.files_at(record['path'])
         copies = []
         for disk in record['manifest'].get('disks', []):
             directory, name = disk['source'].rsplit('/', 1)
             target_pool = self.files.pool(directory)
             if target_pool is None:
-                raise InvalidRequest('Directory %s of disk %s is gone; nothing was changed.' % (directory, disk['target']))
+                raise InvalidRequest('Directory %s of disk %s does not exist on %s; nothing was changed.'
+                                     % (directory, disk['target'], self.backend.location()))
             existing = self.files.listing(target_pool).get(name)
             if existing is not None and not request.force:
                 raise InvalidRequest('%s already exists (the disk the domain had?); set force=true to overwrite it '
@@ -256,22 +271,23 @@ class LibvirtRestorer(Restorer):
                            'format': disk.get('source_format') or 'qcow2', 'backup_file': disk['file'],
                            'capacity': disk.get('virtual_size_bytes') or entries[disk['file']][1],
                            'exists': existing is not None})
+        locked = _lock_consoles(tree, record.get('secrets_removed') or [])
         start = request.power_state != 'stopped'
-        return {'action': 'relaunch', 'domain_xml': raw.decode('utf-8'), 'copies': copies,
+        return {'action': 'relaunch', 'domain_xml': ET.tostring(tree, encoding='unicode'), 'copies': copies,
                 'name': tree.findtext('name'), 'power': None, 'start': start,
-                'steps': ['copy_%s' % copy['target'] for copy in copies] + ['define', 'record_restored_from']
+                'steps': ['copy_%s' % copy['target'] for copy in copies] + ['define']
+                + ['new_%s_password' % kind for kind in locked] + ['record_restored_from']
                 + (['start'] if start else []), 'state_after': 'running' if start else 'stopped'}
 
     def relaunch(self, record, plan, request, deadline):
         timings = {}
         started = time.monotonic()
-        backup_pool = self.files.pool(record['path'])
         for copy in plan['copies']:
             target_pool = self.files.pool(copy['pool_dir'])
             if copy['exists']:
                 target_pool.storageVolLookupByName(copy['name']).delete(0)
-            source = backup_pool.storageVolLookupByName(copy['backup_file'])
-            target_pool.createXMLFrom(_volume_xml(copy['name'], copy['capacity'], copy['format']), source, 0)
+            self.store.get_disk(record['path'], copy['backup_file'], self.conn, target_pool, copy['name'],
+                                copy['format'], copy['capacity'])
         timings['disk_restore_seconds'] = round(time.monotonic() - started, 3)
         dom = self.conn.defineXML(plan['domain_xml'])
         self._mark(dom, record)
@@ -283,10 +299,13 @@ class LibvirtRestorer(Restorer):
         return self.status(dom), timings
 
 
-def _volume_xml(name, capacity, fmt):
-    volume = ET.Element('volume')
-    ET.SubElement(volume, 'name').text = name
-    ET.SubElement(volume, 'capacity', unit='bytes').text = str(capacity)
-    target = ET.SubElement(volume, 'target')
-    ET.SubElement(target, 'format', type=fmt)
-    return ET.tostring(volume, encoding='unicode')
+def _lock_consoles(tree, secrets_removed):
+    """A backup keeps no graphics password: give each such console of the definition a random one nobody
+    knows (set a new one to use it), rather than define it open.  Returns the graphics types locked."""
+    locked = []
+    for graphics in tree.iter('graphics'):
+        kind = graphics.get('type', '')
+        if 'graphics %s passwd' % kind in secrets_removed and not graphics.get('passwd'):
+            graphics.set('passwd', secrets.token_urlsafe(6))
+            locked.append(kind)
+    return locked

@@ -13,10 +13,15 @@ guest waits; otherwise the copy is crash-consistent.
 Stopped domain: an internal snapshot (qcow2) named after the snapshot, series recorded in its
 description.
 
-The files live on the hypervisor host under <backup_dir>/<domain>/<snapshot>/ and are reached
-through libvirt's storage API (transient `dir` pools, volume upload/download), so a remote URI
-works the same as a local one. The manifest is written last, after every copy was checked:
-a directory without a manifest saying `complete: true` is an unfinished backup and is never used.
+The files live in a backup store (backup_store.py): <root>/<domain>/<snapshot>/ on the domain's own
+host by default, or on another host, reached through libvirt's storage API (transient `dir` pools,
+volume upload/download), so a remote URI works the same as a local one.  For a store on another
+host, the backup job writes into a staging directory on the domain's host (STAGING_DIR, removed
+afterwards) and each copy is streamed to the store (sparse); a stopped domain's disks are streamed
+there as they are, since an internal snapshot lives inside the disk and would not outlive its host.
+The manifest is written last, after every copy was checked: a directory without a manifest saying
+`complete: true` is an unfinished backup and is never used.  The saved domain.xml holds no secrets
+(a graphics password is left out, and the manifest's `secrets_removed` says so).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,12 +36,14 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import DEFAULT_BACKUP_DIR, SnapshotDriver, iso_utc, now_utc
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import (
+    DEFAULT_BACKUP_DIR, SnapshotDriver, iso_utc, now_utc)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
+    DOMAIN_XML, INCOMPLETE, MANIFEST, MISSING, STAGING_DIR, BackupStore, open_store)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
 
-MANIFEST = 'manifest.json'
-DOMAIN_XML = 'domain.xml'
 MANIFEST_FORMAT = 1
 SERIES_TAG = 'vmops-series='
 RECORDED_TAG = 'vmops-recorded='
@@ -45,106 +52,6 @@ AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 def _escape(text):
     return text.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace("'", '&apos;')
-
-
-class HostFiles(object):
-    """Files and directories on the hypervisor host, through libvirt's storage API.
-
-    A directory is opened as a transient `dir` storage pool (an existing pool on that path is
-    reused); the pools this object created are destroyed by close(), which leaves the files.
-    """
-
-    def __init__(self, conn):
-        self.conn = conn
-        self._created = []
-
-    def close(self):
-        while self._created:
-            pool = self._created.pop()
-            try:
-                pool.destroy()
-            except libvirt.libvirtError:
-                pass
-
-    def pool(self, path, create=False):
-        """The pool of directory `path` (made, with its parents, when `create`), or None if missing."""
-        try:
-            pool = self.conn.storagePoolLookupByTargetPath(path)
-            pool.refresh(0)
-            return pool
-        except libvirt.libvirtError:
-            pass
-        xml = ("<pool type='dir'><name>vmops-files-%s</name><target><path>%s</path>"
-               "<permissions><mode>0755</mode></permissions></target></pool>" % (uuid.uuid4().hex[:12], _escape(path)))
-        flags = libvirt.VIR_STORAGE_POOL_CREATE_WITH_BUILD if create else 0
-        try:
-            pool = self.conn.storagePoolCreateXML(xml, flags)
-        except libvirt.libvirtError as error:
-            if not create:
-                return None     # no such directory
-            raise BackendError('Cannot create directory %s on the host: %s' % (path, error.get_error_message()))
-        self._created.append(pool)
-        return pool
-
-    def listing(self, pool):
-        """{name: (type, capacity, allocation, path)} of the files and directories in a pool."""
-        entries = {}
-        for volume in pool.listAllVolumes(0):
-            kind, capacity, allocation = volume.info()
-            entries[volume.name()] = (kind, capacity, allocation, volume.path())
-        return entries
-
-    def read(self, pool, name):
-        try:
-            volume = pool.storageVolLookupByName(name)
-        except libvirt.libvirtError:
-            return None
-        stream = self.conn.newStream(0)
-        volume.download(stream, 0, 0, 0)
-        chunks = []
-        while True:
-            chunk = stream.recv(262144)
-            if not chunk or not isinstance(chunk, bytes):
-                break
-            chunks.append(chunk)
-        stream.finish()
-        return b''.join(chunks)
-
-    def write(self, pool, name, data):
-        self.remove(pool, name)
-        xml = ("<volume><name>%s</name><capacity unit='bytes'>%d</capacity>"
-               "<target><format type='raw'/></target></volume>" % (_escape(name), len(data)))
-        volume = pool.createXML(xml, 0)
-        stream = self.conn.newStream(0)
-        volume.upload(stream, 0, len(data), 0)
-        offset = 0
-        while offset < len(data):
-            sent = stream.send(data[offset:offset + 262144])
-            offset += sent
-        stream.finish()
-
-    def remove(self, pool, name):
-        try:
-            volume = pool.storageVolLookupByName(name)
-        except libvirt.libvirtError:
-            return False
-        volume.delete(0)
-        return True
-
-    def remove_dir(self, parent_path, name):
-        """Delete directory parent/name and every file in it (files first, the manifest first of all)."""
-        path = '%s/%s' % (parent_path, name)
-        pool = self.pool(path)
-        if pool is not None:
-            entries = self.listing(pool)
-            for entry in sorted(entries, key=lambda item: item != MANIFEST):
-                self.remove(pool, entry)
-            if pool in self._created:
-                self._created.remove(pool)
-                pool.destroy()
-        parent = self.pool(parent_path)
-        if parent is not None:
-            self.remove(parent, name)
 
 
 def _disks(tree):
@@ -193,23 +100,40 @@ class LibvirtSnapshots(SnapshotDriver):
 
     @classmethod
     def for_request(cls, backend, request):
-        return cls(backend, request.backup_dir or DEFAULT_BACKUP_DIR)
+        return cls(backend, store=open_store(backend, getattr(request, 'backup_uri', None),
+                                             getattr(request, 'backup_pool', None), request.backup_dir))
 
-    def __init__(self, backend, backup_dir):
+    def __init__(self, backend, backup_dir=None, store=None):
         self.backend = backend
         self.model = backend.model
         self.conn = backend.conn
-        self.backup_dir = backup_dir.rstrip('/') or '/'
-        self._calls_before = backend.request_count() or 0
-        self.files = HostFiles(self.conn)
+        self.store = store or BackupStore(backend.conn, backup_dir or DEFAULT_BACKUP_DIR, backend.uri)
+        self.backup_dir = self.store.root
+        self.local = HostFiles(self.conn)       # the domain's own host: staging of off-host backups
+        self._calls_before = self.calls_now()
+        self._off_host = None
+
+    def calls_now(self):
+        calls = self.backend.request_count() or 0
+        if self.store.conn is not self.conn:
+            calls += self.store.conn.request_count() or 0
+        return calls
 
     @property
     def calls(self):
-        """libvirt calls since this driver was made (the connection keeper counts every call)."""
-        return (self.backend.request_count() or 0) - self._calls_before
+        """libvirt calls since this driver was made (the connection keepers count every call)."""
+        return self.calls_now() - self._calls_before
+
+    @property
+    def off_host(self):
+        """Whether the store is on another host than the domain (backups are then staged and copied there)."""
+        if self._off_host is None:
+            self._off_host = not self.store.shares_host(self.conn)
+        return self._off_host
 
     def close(self):
-        self.files.close()
+        self.local.close()
+        self.store.close()
 
     def location(self):
         return self.backend.location()
@@ -223,31 +147,25 @@ class LibvirtSnapshots(SnapshotDriver):
     def observe(self, ref):
         return self.backend.observe(ref)
 
-    def _domain_dir(self, ref, identifier):
-        return '%s/%s' % (self.backup_dir, ref.name() if ref is not None else identifier)
+    @staticmethod
+    def _domain(ref, identifier):
+        return ref.name() if ref is not None else identifier
 
     # Reading ---------------------------------------------------------------------------------
 
     def _backup(self, ref, identifier, name):
         """(record or None, leftover record or None) of backup `name` of the domain."""
-        domain_dir = self._domain_dir(ref, identifier)
-        path = '%s/%s' % (domain_dir, name)
-        pool = self.files.pool(path)
-        if pool is None:
+        domain = self._domain(ref, identifier)
+        manifest, state = self.store.manifest(domain, name)
+        if state == MISSING:
             return None, None
-        raw = self.files.read(pool, MANIFEST)
-        manifest = None
-        if raw:
-            try:
-                manifest = json.loads(raw.decode('utf-8'))
-            except ValueError:
-                manifest = None
-        if not manifest or manifest.get('complete') is not True:
+        path = self.store.path(domain, name)
+        if state == INCOMPLETE:
             return None, {'id': path, 'name': name, 'kind': 'libvirt_backup', 'status': 'incomplete',
-                          '_dir': (domain_dir, name)}
-        return self._record_from_manifest(path, manifest, domain_dir), None
+                          '_dir': (self.store.path(domain), name)}
+        return self.record_from_manifest(path, manifest), None
 
-    def _record_from_manifest(self, path, manifest, domain_dir):
+    def record_from_manifest(self, path, manifest):
         contains = [{'device': disk['target'], 'kind': 'disk', 'id_or_path': '%s/%s' % (path, disk['file']),
                      'size_bytes': disk.get('size_bytes')} for disk in manifest.get('disks', [])]
         return {
@@ -256,7 +174,9 @@ class LibvirtSnapshots(SnapshotDriver):
             'size_bytes': sum(item['size_bytes'] or 0 for item in contains),
             'created_at': manifest.get('created_at'), 'quiesced': bool(manifest.get('quiesced')),
             'contains': contains, 'recorded': manifest.get('recorded') or {},
-            'path': path, 'manifest': manifest, '_dir': (domain_dir, manifest['name']),
+            'secrets_removed': manifest.get('secrets_removed') or [],
+            'store': self.store.location(), 'path': path, 'manifest': manifest,
+            '_dir': (path.rsplit('/', 1)[0], manifest['name']),
         }
 
     def _internal(self, ref, name):
@@ -303,15 +223,10 @@ class LibvirtSnapshots(SnapshotDriver):
 
     def series(self, ref, identifier, series):
         records = []
-        domain_dir = self._domain_dir(ref, identifier)
-        pool = self.files.pool(domain_dir)
-        if pool is not None:
-            for entry, info in sorted(self.files.listing(pool).items()):
-                if info[0] != libvirt.VIR_STORAGE_VOL_DIR:
-                    continue
-                record, _leftover = self._backup(ref, identifier, entry)
-                if record is not None and record['series'] == series:
-                    records.append(record)
+        for entry in self.store.backups(self._domain(ref, identifier)):
+            record, _leftover = self._backup(ref, identifier, entry)
+            if record is not None and record['series'] == series:
+                records.append(record)
         if ref is not None:
             for snap in ref.listAllSnapshots(0):
                 record = self._record_from_internal(ref, snap)
@@ -330,6 +245,7 @@ class LibvirtSnapshots(SnapshotDriver):
         if observation.task:
             raise InvalidRequest('Domain %s is busy (%s); try again when it has settled.'
                                  % (ref.name(), observation.task))
+        where = self.store.path(ref.name(), '<name>')
         if observation.state in (states.RUNNING, states.PAUSED):
             agent = _agent_connected(tree)
             if request.quiesce == 'required' and not agent:
@@ -337,19 +253,45 @@ class LibvirtSnapshots(SnapshotDriver):
                                      '(channel %s); use quiesce=auto for a crash-consistent copy.'
                                      % (ref.name(), AGENT_CHANNEL))
             return {'kind': 'libvirt_backup', 'quiesced': bool(agent and request.quiesce != 'off'),
+                    'store': self.store.location(),
                     'contains': [{'device': target, 'kind': 'disk', 'size_bytes': None,
-                                  'id_or_path': '%s/%s/%s.qcow2' % (self._domain_dir(ref, None), '<name>', target)}
+                                  'id_or_path': '%s/%s.qcow2' % (where, target)}
                                  for target, _source, _fmt, _backup in disks]}
         if observation.state == states.STOPPED:
+            if self.off_host:
+                copies = self._stopped_copies(ref, disks)
+                return {'kind': 'libvirt_backup', 'quiesced': False, 'store': self.store.location(),
+                        'contains': [{'device': copy['target'], 'kind': 'disk', 'size_bytes': None,
+                                      'id_or_path': '%s/%s' % (where, copy['file'])} for copy in copies]}
             raw = [target for target, _source, fmt, _backup in disks if fmt != 'qcow2']
             if raw:
                 raise InvalidRequest('Domain %s is stopped and disk(s) %s are not qcow2: internal snapshots need '
-                                     'qcow2. Start the domain to take a backup instead.' % (ref.name(), ', '.join(raw)))
+                                     'qcow2. Start the domain to take a backup instead, or keep backups on another '
+                                     'host (backup_uri).' % (ref.name(), ', '.join(raw)))
             return {'kind': 'libvirt_internal', 'quiesced': False,
                     'contains': [{'device': target, 'kind': 'internal_snapshot', 'size_bytes': None,
                                   'id_or_path': None} for target, _source, _fmt, _backup in disks]}
         raise InvalidRequest('Domain %s is %s: a snapshot needs it running, paused or stopped.'
                              % (ref.name(), observation.state))
+
+    def _stopped_copies(self, ref, disks):
+        """The disk files of a stopped domain copied as they are to a store on another host."""
+        copies = []
+        for target, source, fmt, _backup in disks:
+            try:
+                volume = self.conn.storageVolLookupByPath(source)
+                backing = ET.fromstring(volume.XMLDesc(0)).find('backingStore/path')
+            except libvirt.libvirtError:
+                raise InvalidRequest('Domain %s is stopped and its disk %s (%s) is in no storage pool of its host: it '
+                                     'cannot be copied to the backup store on another host. Start the domain to back '
+                                     'it up with a backup job.' % (ref.name(), target, source))
+            if backing is not None and backing.text:
+                raise InvalidRequest('Domain %s is stopped and its disk %s has a backing file (%s): copying a chain '
+                                     'to another host is not supported. Start the domain to back it up with a '
+                                     'backup job (which writes a standalone copy).' % (ref.name(), target, backing.text))
+            copies.append({'target': target, 'source': source, 'format': fmt, 'volume': volume,
+                           'file': '%s.%s' % (target, 'qcow2' if fmt == 'qcow2' else fmt)})
+        return copies
 
     # Creating --------------------------------------------------------------------------------
 
@@ -357,6 +299,8 @@ class LibvirtSnapshots(SnapshotDriver):
         plan = self.plan(ref, request)
         if plan['kind'] == 'libvirt_internal':
             return self._create_internal(ref, request, name)
+        if self.observe(ref).state == states.STOPPED:
+            return self._copy_stopped(ref, request, name)
         return self._create_backup(ref, request, name, deadline)
 
     def _create_internal(self, ref, request, name):
@@ -377,55 +321,117 @@ class LibvirtSnapshots(SnapshotDriver):
                         'libvirt_calls': self.calls}
 
     def _create_backup(self, ref, request, name, deadline):
+        """A backup job into the store, or, for a store on another host, into a staging directory on the
+        domain's host whose files are then streamed to the store."""
         started = time.monotonic()
         live = ET.fromstring(ref.XMLDesc(0))
-        inactive_xml = ref.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
-        domain_dir = self._domain_dir(ref, None)
-        path = '%s/%s' % (domain_dir, name)
         disks = _disks(live)
-        pool = self.files.pool(path, create=True)
+        domain = ref.name()
+        staging = None
         try:
-            self.files.write(pool, DOMAIN_XML, inactive_xml.encode('utf-8'))
-            job = self._run_backup(ref, request, path, disks, deadline)
-            pool.refresh(0)
-            entries = self.files.listing(pool)
-            manifest_disks = []
-            for target, source, fmt, backup in disks:
-                if not backup:
-                    continue
-                file_name = '%s.qcow2' % target
-                entry = entries.get(file_name)
-                capacity = ref.blockInfo(target, 0)[0]
-                if entry is None or entry[1] != capacity:
-                    raise BackendError('Backup of %s disk %s is wrong: expected a %s-byte copy, found %s.'
-                                       % (ref.name(), target, capacity, 'none' if entry is None else entry[1]))
-                manifest_disks.append({'target': target, 'source': source, 'file': file_name, 'format': 'qcow2',
-                                       'source_format': fmt, 'virtual_size_bytes': capacity, 'size_bytes': entry[2]})
-            manifest = {
-                'format': MANIFEST_FORMAT, 'name': name, 'series': request.series, 'domain_name': ref.name(),
-                'domain_uuid': ref.UUIDString(), 'created_at': job['created_at'], 'quiesced': job['quiesced'],
-                'guest_paused_seconds': job['guest_paused_seconds'], 'disks': manifest_disks,
-                'metadata': dict(request.metadata or {}), 'recorded': _recorded(ref, live),
-                'method': 'virDomainBackupBegin (push)', 'complete': True,
-            }
-            # Last: only now is the backup complete (and visible to retention and restore).
-            self.files.write(pool, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8'))
+            if self.off_host:
+                staging = '%s/%s-%s-%s' % (STAGING_DIR, domain, name, uuid.uuid4().hex[:8])
+                self.local.pool(staging, create=True)
+                target_dir = staging
+            else:
+                target_dir = self.store.open_backup(domain, name)
+            job = self._run_backup(ref, request, target_dir, disks, deadline)
+            transfer_started = time.monotonic()
+            if staging is not None:
+                staged = self.local.pool(staging)
+                staged.refresh(0)
+                for target, _source, _fmt, backup in disks:
+                    if backup:
+                        file_name = '%s.qcow2' % target
+                        self.store.put_disk(domain, name, file_name, self.conn, staged.storageVolLookupByName(file_name))
+            transfer_seconds = round(time.monotonic() - transfer_started, 3)
+            manifest_disks = self._checked_disks(ref, domain, name, [
+                (target, source, '%s.qcow2' % target, 'qcow2', fmt, ref.blockInfo(target, 0)[0])
+                for target, source, fmt, backup in disks if backup])
+            manifest = self._finish(ref, request, domain, name, manifest_disks, live, job, 'virDomainBackupBegin (push)')
         except Exception:
-            self._discard(domain_dir, name)
+            self._discard(domain, name)
             raise
-        record = self._record_from_manifest(path, manifest, domain_dir)
+        finally:
+            if staging is not None:
+                self._drop_staging(staging)
+        record = self.record_from_manifest(self.store.path(domain, name), manifest)
         timings = {'guest_paused_seconds': job['guest_paused_seconds'],
                    'backup_begin_seconds': job['begin_seconds'], 'copy_seconds': job['copy_seconds'],
                    'snapshot_seconds': round(time.monotonic() - started, 3), 'libvirt_calls': self.calls}
+        if staging is not None:
+            timings['transfer_seconds'] = transfer_seconds
         if job.get('quiesce_error'):
             record['quiesce_error'] = job['quiesce_error']
         return record, timings
 
-    def _discard(self, domain_dir, name):
+    def _copy_stopped(self, ref, request, name):
+        """A stopped domain's disks streamed as they are to a store on another host (its internal snapshots,
+        which live in the disk, would not outlive the host)."""
+        started = time.monotonic()
+        domain = ref.name()
+        live = ET.fromstring(ref.XMLDesc(0))
+        copies = self._stopped_copies(ref, [disk for disk in _disks(live) if disk[3]])
         try:
-            self.files.remove_dir(domain_dir, name)
+            for copy in copies:
+                self.store.put_disk(domain, name, copy['file'], self.conn, copy['volume'])
+                if self.observe(ref).state != states.STOPPED:
+                    raise BackendError('Domain %s was started while its disks were being copied; the copy is not '
+                                       'consistent and was discarded.' % domain)
+            manifest_disks = self._checked_disks(ref, domain, name, [
+                (copy['target'], copy['source'], copy['file'], copy['format'], copy['format'],
+                 copy['volume'].info()[1]) for copy in copies])
+            job = {'created_at': iso_utc(now_utc()), 'quiesced': False, 'guest_paused_seconds': 0.0}
+            manifest = self._finish(ref, request, domain, name, manifest_disks, live, job,
+                                    'copy of a stopped domain\'s disks (storage API)')
+        except Exception:
+            self._discard(domain, name)
+            raise
+        record = self.record_from_manifest(self.store.path(domain, name), manifest)
+        seconds = round(time.monotonic() - started, 3)
+        return record, {'guest_paused_seconds': 0.0, 'transfer_seconds': seconds, 'snapshot_seconds': seconds,
+                        'libvirt_calls': self.calls}
+
+    def _checked_disks(self, ref, domain, name, disks):
+        """The manifest's disks, once every file is in the store with the virtual size of its disk.
+        disks: [(target, source, file, format, source format, capacity)]."""
+        entries = self.store.files_of(domain, name)
+        checked = []
+        for target, source, file_name, fmt, source_format, capacity in disks:
+            entry = entries.get(file_name)
+            if entry is None or entry[1] != capacity:
+                raise BackendError('Backup of %s disk %s is wrong: expected a %s-byte copy, found %s.'
+                                   % (ref.name(), target, capacity, 'none' if entry is None else entry[1]))
+            checked.append({'target': target, 'source': source, 'file': file_name, 'format': fmt,
+                            'source_format': source_format, 'virtual_size_bytes': capacity, 'size_bytes': entry[2]})
+        return checked
+
+    def _finish(self, ref, request, domain, name, manifest_disks, live, job, method):
+        """domain.xml (without secrets), then the manifest: only now is the backup complete."""
+        definition, secrets_removed = _definition_without_secrets(ref)
+        self.store.write(domain, name, DOMAIN_XML, definition.encode('utf-8'))
+        manifest = {
+            'format': MANIFEST_FORMAT, 'name': name, 'series': request.series, 'domain_name': domain,
+            'domain_uuid': ref.UUIDString(), 'created_at': job['created_at'], 'quiesced': job['quiesced'],
+            'guest_paused_seconds': job['guest_paused_seconds'], 'disks': manifest_disks,
+            'metadata': dict(request.metadata or {}), 'recorded': _recorded(ref, live),
+            'secrets_removed': secrets_removed, 'method': method, 'complete': True,
+        }
+        self.store.write(domain, name, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8'))
+        return manifest
+
+    def _discard(self, domain, name):
+        try:
+            self.store.remove(domain, name)
         except (libvirt.libvirtError, BackendError):
             pass    # an unfinished directory without manifest is ignored anyway
+
+    def _drop_staging(self, staging):
+        try:
+            self.local.remove_dir(*staging.rsplit('/', 1))
+            self.local.remove_if_empty(*STAGING_DIR.rsplit('/', 1))
+        except (libvirt.libvirtError, BackendError):
+            pass
 
     def _run_backup(self, ref, request, path, disks, deadline):
         elements = []
@@ -511,11 +517,25 @@ class LibvirtSnapshots(SnapshotDriver):
                 if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                     raise BackendError('Deleting snapshot %s failed: %s' % (record['name'], error.get_error_message()))
             return
-        domain_dir, name = record['_dir']
+        parent, name = record['_dir']
         try:
-            self.files.remove_dir(domain_dir, name)
+            self.store.remove_at(parent, name)
         except libvirt.libvirtError as error:
             raise BackendError('Deleting backup %s failed: %s' % (record['id'], error.get_error_message()))
+
+
+def _definition_without_secrets(dom):
+    """The inactive definition as a backup keeps it: without secrets (libvirt leaves out graphics
+    passwords unless asked for the secure XML), and what was left out."""
+    plain = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    secure = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    if plain == secure:
+        return plain, []
+    removed = []
+    for element in ET.fromstring(secure).iter():
+        if 'passwd' in element.attrib:
+            removed.append('%s %s passwd' % (element.tag, element.get('type', '')))
+    return plain, removed or ['secrets of the secure definition']
 
 
 def _from_epoch(seconds):

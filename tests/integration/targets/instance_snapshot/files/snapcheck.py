@@ -7,6 +7,7 @@ list, never through the collection:
   snapcheck.py --uri URI ls DIR           -> {"exists", "entries": [...]} of a directory on the host
   snapcheck.py --uri URI manifest DIR     -> the manifest.json of a backup directory (or null)
   snapcheck.py --uri URI internal DOMAIN  -> {"libvirt": [names], "qcow2": [names in the disk file]}
+  snapcheck.py --uri URI read FILE        -> {"exists", "text"} of a small file on the host
   snapcheck.py --uri URI rmtree DIR       -> removes a directory on the host (test cleanup only)
 
 PATH and DIR are paths as the host sees them; the sandbox maps them to this machine.
@@ -48,7 +49,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--uri', required=True)
     parser.add_argument('--guestctl', default=os.path.join(os.path.dirname(__file__), 'guestctl.py'))
-    parser.add_argument('command', choices=['record', 'ls', 'manifest', 'internal', 'rmtree'])
+    parser.add_argument('command', choices=['record', 'ls', 'manifest', 'internal', 'read', 'rmtree'])
     parser.add_argument('path')
     args = parser.parse_args()
     host = guestctl(args.guestctl).find_host(args.uri)
@@ -79,6 +80,12 @@ def main():
                              capture_output=True, text=True).stdout
         qcow2 = [line.split()[1] for line in out.splitlines()[2:] if line.split()]
         print(json.dumps({'libvirt': sorted(dom.snapshotListNames(0)), 'qcow2': sorted(qcow2)}))
+    elif args.command == 'read':
+        try:
+            with open(local, encoding='utf-8') as handle:
+                print(json.dumps({'exists': True, 'text': handle.read()}))
+        except FileNotFoundError:
+            print(json.dumps({'exists': False, 'text': None}))
     elif args.command == 'rmtree':
         if not args.path.startswith('/var/lib/libvirt/images/'):
             sys.exit('refusing to remove %s' % args.path)
