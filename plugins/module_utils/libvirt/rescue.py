@@ -16,6 +16,13 @@ is defined again (same UUID, name and disks), the rescue disk is deleted and the
 The domain's own disks are only ever attached, never written by this code.  A domain that boots
 by direct kernel boot (like the sandbox guest) is rescued with the same kernel and initramfs, or
 with rescue_kernel/rescue_initrd/rescue_cmdline; the rescue disk is then simply the first disk.
+
+Before anything changes (check mode too), the files the rescue guest boots from are looked for on
+the host, through its storage API (host_files.py: the host may be remote): the kernel and initramfs,
+and the rescue image; an unrescue looks for the original definition's kernel and initramfs.  Once the
+guest was stopped, a rescue or unrescue that fails puts it back as it was: rescue defines the
+original again, deletes the rescue disk and starts the guest if it ran; unrescue defines the rescue
+guest again and starts it.  When even that fails, the message says plainly that the guest is off.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,13 +39,17 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend impor
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import RescueStatus, Rescuer
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
 
 RESCUE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/rescue/1'
 RESCUE_PREFIX = 'vmopsrescue'
 DEFAULT_RESCUE_DISK_MIB = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 60
+# Putting a guest back after a failed rescue or unrescue gets at least this long, even past the run's timeout.
+PUT_BACK_SECONDS = 60
 RESCUE_SUFFIX = '.rescue.qcow2'
 
 
@@ -127,6 +138,13 @@ class LibvirtRescuer(Rescuer):
         image = None
         if request.rescue_image is not None:
             image = self._image_volume(request.rescue_image)
+        if kernel_boot or request.rescue_kernel is not None:
+            self._check_boot_files(
+                'The rescue guest of %s' % status.name,
+                (('rescue_kernel', request.rescue_kernel) if request.rescue_kernel is not None
+                 else ('kernel', os_element.findtext('kernel'))),
+                (('rescue_initrd', request.rescue_initrd) if request.rescue_kernel is not None
+                 else ('initrd', os_element.findtext('initrd'))))
         rescue_name = status.name + RESCUE_SUFFIX
         layout = _layout(disks, pool_path_dir(first_source) + '/' + rescue_name)
         return {
@@ -143,6 +161,25 @@ class LibvirtRescuer(Rescuer):
             raise BackendError('The rescue record of %s has no original definition; it cannot be restored '
                                'automatically. Inspect it with virsh metadata %s --uri %s.'
                                % (status.name, status.name, RESCUE_NS))
+        os_element = ET.fromstring(record['original_xml']).find('os')
+        if os_element is not None and os_element.findtext('kernel'):
+            self._check_boot_files('The original definition of %s' % status.name,
+                                   ('kernel', os_element.findtext('kernel')), ('initrd', os_element.findtext('initrd')))
+
+    def _check_boot_files(self, what, *files):
+        """Refuse, before anything changes, a kernel or initramfs the host does not have (as libvirt sees it)."""
+        probe = HostFiles(self.conn)
+        try:
+            for option, path in files:
+                if not path:
+                    continue
+                found = probe.stat(path)
+                if found is None or found[0] != libvirt.VIR_STORAGE_VOL_FILE or not found[1]:
+                    raise InvalidRequest('%s boots from %s %s, which %s on %s (as its libvirt sees it). Nothing was '
+                                         'changed.' % (what, option, path, 'is not a file with data' if found
+                                                       else 'does not exist', self.backend.location()))
+        finally:
+            probe.close()
 
     def _pool_of(self, path, name):
         try:
@@ -154,10 +191,11 @@ class LibvirtRescuer(Rescuer):
     def _image_volume(self, path):
         try:
             volume = self.conn.storageVolLookupByPath(path)
+            volume.storagePoolLookupByVolume().refresh(0)
+            volume = self.conn.storageVolLookupByPath(path)     # still there once its pool looked again
         except libvirt.libvirtError:
             raise InvalidRequest('rescue_image %s is not a volume of a libvirt storage pool on %s (give its path '
-                                 'as the host sees it; refresh the pool if the file is new).'
-                                 % (path, self.backend.location()))
+                                 'as the host sees it). Nothing was changed.' % (path, self.backend.location()))
         fmt = ET.fromstring(volume.XMLDesc(0)).find('./target/format')
         return volume, (fmt.get('type') if fmt is not None else 'raw')
 
@@ -167,43 +205,96 @@ class LibvirtRescuer(Rescuer):
         steps = {}
         steps['power_off'] = self._power_off(dom, before, request, deadline)
         pool = prepared['pool']
-        self._delete_leftover(pool, prepared['rescue_name'])
-        volume = pool.createXML(_volume_xml(prepared), 0)
-        rescue_xml = _rescue_definition(prepared, volume.path(), request)
+        volume = None
         try:
-            self.conn.defineXML(rescue_xml)
+            self._delete_leftover(pool, prepared['rescue_name'])
+            volume = pool.createXML(_volume_xml(prepared), 0)
+            self.conn.defineXML(_rescue_definition(prepared, volume.path(), request))
             dom = self.backend.find(before.id)
             power.start(dom)
-        except libvirt.libvirtError as error:
-            # Undo: the original definition back, the rescue disk gone; the domain's disks were never touched.
-            self.conn.defineXML(prepared['original_xml'])
-            volume.delete(0)
-            raise BackendError('libvirt refused to start the rescue guest of %s: %s. The original definition '
-                               'was restored.' % (before.name, error.get_error_message()))
-        self._wait_running(dom, before.name, 'the rescue guest', deadline)
+            self._wait_running(dom, before.name, 'the rescue guest', deadline)
+        except (libvirt.libvirtError, VmopsError) as error:
+            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
+            raise BackendError('The rescue of %s failed: %s. %s' % (before.name, text, self._put_back(
+                before, prepared['original_xml'], volume, _put_back_deadline(deadline))))
         return self.status(dom)._replace(steps=steps)
+
+    def _put_back(self, before, original_xml, volume, deadline):
+        """After a failed rescue: the original definition again, the rescue disk gone, and the guest started
+        when it ran before.  Returns what the guest is now, in plain words."""
+        done = []
+        try:
+            dom = self.backend.find(before.id)
+            if dom is not None and dom.isActive():
+                power.destroy(dom)          # a rescue guest that started and then failed
+            self.conn.defineXML(original_xml)
+            done.append('its original definition is back')
+            if volume is not None:
+                try:
+                    volume.delete(0)
+                except libvirt.libvirtError:
+                    pass
+            if before.state != states.RUNNING:
+                return '%s; it is %s, as before.' % (', '.join(done).capitalize(), before.state)
+            dom = self.backend.find(before.id)
+            power.start(dom)
+            self._wait_running(dom, before.name, 'the guest', deadline)
+            return '%s and it runs again (a new boot).' % ', '.join(done).capitalize()
+        except (libvirt.libvirtError, VmopsError) as error:
+            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
+            state = self._state_words(before.id)
+            return ('%s; putting it back failed too (%s): %s is %s NOW, start it by hand once the cause is fixed.'
+                    % (', '.join(done).capitalize() or 'Nothing was put back', text, before.name, state))
+
+    def _state_words(self, domain_id):
+        try:
+            dom = self.backend.find(domain_id)
+            observation = self.backend.observe(dom) if dom is not None else None
+        except (libvirt.libvirtError, VmopsError):
+            return 'in a state that cannot be read'
+        if observation is None:
+            return 'undefined'
+        return {states.STOPPED: 'SHUT OFF'}.get(observation.state, observation.state)
 
     def unrescue(self, dom, before, request, deadline):
         record = self._record(dom)
+        rescue_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         steps = {}
         if dom.isActive():
             power.destroy(dom)       # the rescue guest is disposable, as in Nova
             steps['power_off'] = 'destroy'
         try:
             self.conn.defineXML(record['original_xml'])
-        except libvirt.libvirtError as error:
-            raise BackendError('libvirt refused the original definition of %s: %s. The rescue definition is '
-                               'still in place.' % (before.name, error.get_error_message()))
-        dom = self.backend.find(before.id)
+            dom = self.backend.find(before.id)
+            power.start(dom)
+            self._wait_running(dom, before.name, 'the guest', deadline)
+        except (libvirt.libvirtError, VmopsError) as error:
+            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
+            raise BackendError('The unrescue of %s failed: %s. %s' % (before.name, text, self._rescue_again(
+                before, rescue_xml, _put_back_deadline(deadline))))
         if record.get('rescue_disk'):
             try:
                 self.conn.storageVolLookupByPath(record['rescue_disk']).delete(0)
                 steps['rescue_disk_deleted'] = record['rescue_disk']
             except libvirt.libvirtError:
                 steps['rescue_disk_deleted'] = None     # already gone
-        power.start(dom)
-        self._wait_running(dom, before.name, 'the guest', deadline)
         return self.status(dom)._replace(steps=steps)
+
+    def _rescue_again(self, before, rescue_xml, deadline):
+        """After a failed unrescue: the rescue definition again, its guest started (it ran before)."""
+        try:
+            dom = self.backend.find(before.id)
+            if dom is not None and dom.isActive():
+                power.destroy(dom)
+            self.conn.defineXML(rescue_xml)
+            dom = self.backend.find(before.id)
+            power.start(dom)
+            self._wait_running(dom, before.name, 'the rescue guest', deadline)
+            return 'It is rescued again: its rescue guest runs (a new boot), the rescue disk kept.'
+        except (libvirt.libvirtError, VmopsError) as error:
+            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
+            return ('Starting its rescue guest again failed too (%s): %s is %s NOW.'
+                    % (text, before.name, self._state_words(before.id)))
 
     def _power_off(self, dom, before, request, deadline):
         # The power is cut when the guest does not go down in time, as Nova does (a guest in need of
@@ -225,6 +316,10 @@ class LibvirtRescuer(Rescuer):
             return None
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
                    describe, '%s of %s to run' % (what, name), deadline, failure=failure)
+
+
+def _put_back_deadline(deadline):
+    return Deadline(max(deadline.remaining(), PUT_BACK_SECONDS))
 
 
 def shutdown_budget(request, deadline):
