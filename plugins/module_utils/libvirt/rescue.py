@@ -209,42 +209,53 @@ class LibvirtRescuer(Rescuer):
         try:
             self._delete_leftover(pool, prepared['rescue_name'])
             volume = pool.createXML(_volume_xml(prepared), 0)
-            self.conn.defineXML(_rescue_definition(prepared, volume.path(), request))
-            dom = self.backend.find(before.id)
-            power.start(dom)
-            self._wait_running(dom, before.name, 'the rescue guest', deadline)
+            dom = self._boot(before, _rescue_definition(prepared, volume.path(), request), 'the rescue guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
-            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
-            raise BackendError('The rescue of %s failed: %s. %s' % (before.name, text, self._put_back(
+            raise BackendError('The rescue of %s failed: %s. %s' % (before.name, _text(error), self._put_back(
                 before, prepared['original_xml'], volume, _put_back_deadline(deadline))))
         return self.status(dom)._replace(steps=steps)
+
+    def _boot(self, before, xml, what, deadline):
+        """Define `xml` for the domain (after cutting the power of whatever of it still runs), start it and
+        wait until it runs; returns the domain."""
+        self._power_cut(before)
+        self.conn.defineXML(xml)
+        return self._start(before, what, deadline)
+
+    def _power_cut(self, before):
+        dom = self.backend.find(before.id)
+        if dom is not None and dom.isActive():
+            power.destroy(dom)
+
+    def _start(self, before, what, deadline):
+        dom = self.backend.find(before.id)
+        power.start(dom)
+        self._wait_running(dom, before.name, what, deadline)
+        return dom
 
     def _put_back(self, before, original_xml, volume, deadline):
         """After a failed rescue: the original definition again, the rescue disk gone, and the guest started
         when it ran before.  Returns what the guest is now, in plain words."""
-        done = []
+        defined = False
         try:
-            dom = self.backend.find(before.id)
-            if dom is not None and dom.isActive():
-                power.destroy(dom)          # a rescue guest that started and then failed
+            self._power_cut(before)         # a rescue guest that started and then failed
             self.conn.defineXML(original_xml)
-            done.append('its original definition is back')
-            if volume is not None:
+            defined = True
+            if before.state == states.RUNNING:
+                self._start(before, 'the guest', deadline)
+        except (libvirt.libvirtError, VmopsError) as error:
+            return ('%s; putting it back failed too (%s): %s is %s NOW, start it by hand once the cause is fixed.'
+                    % ('Its original definition is back' if defined else 'Nothing was put back', _text(error),
+                       before.name, self._state_words(before.id)))
+        finally:
+            if defined and volume is not None:      # no definition uses it any more
                 try:
                     volume.delete(0)
                 except libvirt.libvirtError:
                     pass
-            if before.state != states.RUNNING:
-                return '%s; it is %s, as before.' % (', '.join(done).capitalize(), before.state)
-            dom = self.backend.find(before.id)
-            power.start(dom)
-            self._wait_running(dom, before.name, 'the guest', deadline)
-            return '%s and it runs again (a new boot).' % ', '.join(done).capitalize()
-        except (libvirt.libvirtError, VmopsError) as error:
-            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
-            state = self._state_words(before.id)
-            return ('%s; putting it back failed too (%s): %s is %s NOW, start it by hand once the cause is fixed.'
-                    % (', '.join(done).capitalize() or 'Nothing was put back', text, before.name, state))
+        if before.state == states.RUNNING:
+            return 'Its original definition is back and it runs again (a new boot).'
+        return 'Its original definition is back; it is %s, as before.' % before.state
 
     def _state_words(self, domain_id):
         try:
@@ -261,16 +272,11 @@ class LibvirtRescuer(Rescuer):
         rescue_xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         steps = {}
         if dom.isActive():
-            power.destroy(dom)       # the rescue guest is disposable, as in Nova
-            steps['power_off'] = 'destroy'
+            steps['power_off'] = 'destroy'      # the rescue guest is disposable, as in Nova
         try:
-            self.conn.defineXML(record['original_xml'])
-            dom = self.backend.find(before.id)
-            power.start(dom)
-            self._wait_running(dom, before.name, 'the guest', deadline)
+            dom = self._boot(before, record['original_xml'], 'the guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
-            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
-            raise BackendError('The unrescue of %s failed: %s. %s' % (before.name, text, self._rescue_again(
+            raise BackendError('The unrescue of %s failed: %s. %s' % (before.name, _text(error), self._rescue_again(
                 before, rescue_xml, _put_back_deadline(deadline))))
         if record.get('rescue_disk'):
             try:
@@ -283,18 +289,11 @@ class LibvirtRescuer(Rescuer):
     def _rescue_again(self, before, rescue_xml, deadline):
         """After a failed unrescue: the rescue definition again, its guest started (it ran before)."""
         try:
-            dom = self.backend.find(before.id)
-            if dom is not None and dom.isActive():
-                power.destroy(dom)
-            self.conn.defineXML(rescue_xml)
-            dom = self.backend.find(before.id)
-            power.start(dom)
-            self._wait_running(dom, before.name, 'the rescue guest', deadline)
-            return 'It is rescued again: its rescue guest runs (a new boot), the rescue disk kept.'
+            self._boot(before, rescue_xml, 'the rescue guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
-            text = error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
             return ('Starting its rescue guest again failed too (%s): %s is %s NOW.'
-                    % (text, before.name, self._state_words(before.id)))
+                    % (_text(error), before.name, self._state_words(before.id)))
+        return 'It is rescued again: its rescue guest runs (a new boot), the rescue disk kept.'
 
     def _power_off(self, dom, before, request, deadline):
         # The power is cut when the guest does not go down in time, as Nova does (a guest in need of
@@ -316,6 +315,10 @@ class LibvirtRescuer(Rescuer):
             return None
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
                    describe, '%s of %s to run' % (what, name), deadline, failure=failure)
+
+
+def _text(error):
+    return error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
 
 
 def _put_back_deadline(deadline):
