@@ -22,7 +22,7 @@ copy_collection() {
   local dest=${VMOPS_TEST_TREE:-/var/tmp/vmops-ansible-test}/ansible_collections/vmops/lifecycle
   mkdir -p "$dest"
   rsync -a --delete --delete-excluded --exclude .git --exclude '.venv*' --exclude .build \
-    --exclude .pytest_cache --exclude __pycache__ --exclude /sandbox --exclude /scripts --exclude /bench \
+    --exclude .pytest_cache --exclude __pycache__ --exclude .ansible --exclude /sandbox --exclude /scripts --exclude /bench \
     --exclude /.ci --exclude /tests/output "$repo/" "$dest/"
   echo "$dest"
 }
