@@ -158,7 +158,7 @@ def _section(record):
         'started': origin,
         'finished': record.get('finished'),
         'duration': seconds_after(record.get('finished'), origin),
-        'service_before': _service_text(before) or '?',
+        'service_before': _service_text(before) or 'not read',
         'service_after': service_after or '?',
         'restored_after_failure': bool((record.get('service') or {}).get('restored_after_failure')),
         'facts': facts,

@@ -3,6 +3,9 @@
   cloud_probe.py --cloud C service HOST          -> JSON: status, state, forced_down, disabled_reason
   cloud_probe.py --cloud C servers PREFIX        -> JSON: [{name, id, host, status, task_state, locked}]
   cloud_probe.py --cloud C lock NAME             -> locks the server (admin lock)
+  cloud_probe.py --cloud C migrations PREFIX SOURCE
+        -> JSON: {name: [migration types ("live-migration", "migration", "evacuation") of the server's
+           migrations that left SOURCE, oldest first]}
   cloud_probe.py --cloud C wait-usable HOST [S] [--own PREFIX]
         -> waits up to S seconds (default 900) until the host's service is enabled, up and not forced
            down, and (with --own) no server but ours (named PREFIX...) is on it: other test suites share
@@ -34,6 +37,9 @@ def main():
     sub.add_parser('service').add_argument('host')
     sub.add_parser('servers').add_argument('prefix')
     sub.add_parser('lock').add_argument('name')
+    migrations = sub.add_parser('migrations')
+    migrations.add_argument('prefix')
+    migrations.add_argument('source')
     usable = sub.add_parser('wait-usable')
     usable.add_argument('host')
     usable.add_argument('seconds', type=int, nargs='?', default=900)
@@ -51,6 +57,13 @@ def main():
         server = list(conn.compute.servers(name='^%s$' % re.escape(args.name)))[0]
         conn.compute.lock_server(server, locked_reason='vmops role test')
         print(json.dumps({'locked': args.name}))
+    elif args.command == 'migrations':
+        found = {}
+        for server in conn.compute.servers(all_projects=True, name='^%s' % re.escape(args.prefix)):
+            records = [m for m in conn.compute.migrations(instance_uuid=server.id)
+                       if m.source_compute == args.source]
+            found[server.name] = [m.migration_type for m in sorted(records, key=lambda m: m.created_at)]
+        print(json.dumps(found))
     elif args.command == 'wait-usable':
         deadline = time.monotonic() + args.seconds
         while True:
