@@ -333,6 +333,8 @@ servers:
       state_before, state_after, locked, started, finished, seconds, outcome (moved, skipped, failed, already_done, planned in
       check mode) and message.
     - An evacuated server's message names the steps taken, and C(disk) is as in RV(plan).
+    - On libvirt, C(places) gives the domain's state on each host as read at the end (C(unknown) where a host could
+      not be read), so a run cut short by a dead host still says where each domain really is.
   returned: always
   type: list
   elements: dict
