@@ -35,7 +35,7 @@ import collections
 import heapq
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import MoveRequest
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
     FAIL, NONE, OFFLOAD, SKIP, UNMOVABLE, MoveSubject, policy_decision)
 
@@ -103,12 +103,14 @@ class _Host(object):
 
 
 class _Unit(object):
-    """What moves as one: one instance, or the members of an affinity group on one host."""
+    """What moves as one: one instance, or the members of an affinity group on one host.  decisions:
+    each member's Decision (the move it takes, live or cold, and its note), in the members' order."""
 
-    __slots__ = ('members', 'size', 'anti_groups', 'source', 'az')
+    __slots__ = ('members', 'decisions', 'size', 'anti_groups', 'source', 'az')
 
-    def __init__(self, members, source, az):
+    def __init__(self, members, source, az, decisions):
         self.members = members
+        self.decisions = decisions
         self.source = source
         self.az = az
         self.size = [sum(m.size[i] for m in members) for i in range(3)]
@@ -304,9 +306,10 @@ def _units_per_host(roll, done, on_host, by_name, request, refusals):
         units[name], stays[name], offloads[name] = [], [], []
         together = collections.defaultdict(list)
         staying_groups = {}
+        decided = {}
         for instance in sorted(on_host.get(name, ()), key=lambda i: (i.name or '', i.id)):
             subject = MoveSubject(instance.id, instance.name, instance.state, None, name, False, {})
-            decision = policy_decision(subject, request)
+            decision = decided[instance.id] = policy_decision(subject, request)
             az = instance.az if instance.az is not None else host.az
             if decision.move in (FAIL, UNMOVABLE):
                 refusals.append({'reason': 'state', 'instance': instance.name, 'id': instance.id, 'host': name,
@@ -326,7 +329,7 @@ def _units_per_host(roll, done, on_host, by_name, request, refusals):
             elif instance.group and instance.policy == 'affinity':
                 together[instance.group].append(instance)
             else:
-                units[name].append(_Unit([instance], name, az))
+                units[name].append(_Unit([instance], name, az, [decision]))
         for group, members in sorted(together.items()):
             if group in staying_groups:
                 stay = staying_groups[group]
@@ -335,7 +338,7 @@ def _units_per_host(roll, done, on_host, by_name, request, refusals):
                                             'must leave, which splits the group.'
                                             % (group, name, stay.name, stay.id, stays[name][-1]['reason'])})
                 continue
-            units[name].append(_Unit(members, name, host.az))
+            units[name].append(_Unit(members, name, host.az, [decided[m.id] for m in members]))
         # The biggest first: the hardest to fit gets the most choice.
         units[name].sort(key=lambda unit: (-unit.size[1], -unit.size[0], -unit.size[2], unit.members[0].id))
     return units, stays, offloads
@@ -356,16 +359,16 @@ def _place_host(pool, units, load):
         journal.append((target, unit))
     moves = []
     for target, unit in journal:
-        for member in unit.members:
+        for member, decision in zip(unit.members, unit.decisions):
             moves.append({'instance': member.name, 'id': member.id, 'state': member.state, 'from': unit.source,
-                          'to': target.name, 'az': unit.az, 'group': member.group,
-                          'size': dict(zip(RESOURCES, member.size))})
+                          'to': target.name, 'move': decision.move, 'note': decision.note, 'az': unit.az,
+                          'group': member.group, 'size': dict(zip(RESOURCES, member.size))})
     return moves
 
 
 def _offload_entry(instance):
     return {'instance': instance.name, 'id': instance.id, 'state': instance.state, 'from': instance.host,
-            'to': None, 'size': dict(zip(RESOURCES, instance.size))}
+            'to': None, 'move': OFFLOAD, 'size': dict(zip(RESOURCES, instance.size))}
 
 
 def _weight(load, host):
@@ -403,3 +406,79 @@ def _num(value):
     """Whole numbers as int (JSON and messages read better), others rounded."""
     rounded = round(value, 2)
     return int(rounded) if rounded == int(rounded) else rounded
+
+
+# What a caller (the rolling_plan module) hands to a playbook ---------------------------------------
+
+class RollRefused(VmopsError):
+    """No move-once plan exists for what was asked; `details` is the whole result, refusals included."""
+
+
+def check_roll_options(roll, maintained=(), spares=(), excluded=(), max_batch=1, max_moves_in_flight=None):
+    """Refuse contradictory options before anything is read.  roll: None means every host (the caller
+    fills it in once the hosts are known), so only the lists given can clash."""
+    if max_batch is None or max_batch < 1:
+        raise InvalidRequest('max_batch must be at least 1, got %s.' % max_batch)
+    if max_moves_in_flight is not None and max_moves_in_flight < 1:
+        raise InvalidRequest('max_moves_in_flight must be at least 1, got %s.' % max_moves_in_flight)
+    clashes = (('hosts', roll, 'spare_hosts', spares), ('spare_hosts', spares, 'excluded_hosts', excluded),
+               ('spare_hosts', spares, 'maintained', maintained))
+    for name, first, other, second in clashes:
+        both = sorted(set(first or ()) & set(second or ()))
+        if both:
+            raise InvalidRequest('Host(s) %s listed in both %s and %s: a host is either one or the other.'
+                                 % (', '.join(both), name, other))
+    if roll is not None:
+        outside = sorted(set(maintained or ()) - set(roll))
+        if outside:
+            raise InvalidRequest('maintained names host(s) that are not in hosts: %s. List the whole roll in hosts '
+                                 'and the part of it already done in maintained.' % ', '.join(outside))
+
+
+def roll_result(plan):
+    """The plan as plain data for a playbook: the planner's batches (each numbered), the refusals and the
+    missing room, plus the totals and the free room per zone before the first batch and after the last."""
+    result = plan.as_dict()
+    moves = plan.moves()
+    offloads = [entry for batch in plan.batches for entry in batch['offloads']]
+    stays = [entry for batch in plan.batches for entry in batch['stay']]
+    for index, batch in enumerate(result['batches'], 1):
+        batch['index'] = index
+    result['stay'] = stays
+    result['offloads'] = offloads
+    result['free_before'] = plan.batches[0]['free_before'] if plan.batches else {}
+    result['free_after'] = plan.batches[-1]['free_after'] if plan.batches else {}
+    result['totals'] = {
+        'batches': len(plan.batches), 'hosts': sum(len(batch['hosts']) for batch in plan.batches),
+        'moves': len(moves), 'live': sum(1 for m in moves if m['move'] == 'live'),
+        'cold': sum(1 for m in moves if m['move'] == 'cold'), 'offloads': len(offloads), 'stay': len(stays)}
+    return result
+
+
+def name_what_waits(plan, instances, largest=3):
+    """Add to each capacity refusal what stands in the way: the largest instances of its waiting hosts
+    (`largest`: the room a spare needs starts there) and the anti-affinity groups with members on them
+    (their members cannot share a destination, so room in sum may not be enough)."""
+    for refusal in plan.refusals:
+        if refusal['reason'] != 'capacity':
+            continue
+        waiting = set(refusal['hosts'])
+        on_them = [i for i in instances if i.host in waiting]
+        biggest = sorted(on_them, key=lambda i: (-i.size[1], -i.size[0], -i.size[2], i.name or '', i.id))[:largest]
+        groups = sorted(set(i.group for i in on_them if i.group and i.policy == 'anti-affinity'))
+        refusal['largest'] = [{'instance': i.name, 'id': i.id, 'host': i.host, 'size': dict(zip(RESOURCES, i.size))}
+                              for i in biggest]
+        refusal['anti_affinity_groups'] = groups
+        if biggest:
+            sizes = ['%s on %s (%s vCPU, %s MiB, %s GB)'
+                     % (i.name, i.host, _num(i.size[0]), _num(i.size[1]), _num(i.size[2])) for i in biggest]
+            refusal['message'] += '  Largest instances waiting: %s.' % ', '.join(sizes)
+        if groups:
+            refusal['message'] += '  Anti-affinity groups with members there (no two on one host): %s.' % ', '.join(groups)
+
+
+def refusal_message(plan):
+    """One message for a refused plan: every refusal's own message, capacity (what to add per zone) first."""
+    ordered = sorted(plan.refusals, key=lambda r: (r['reason'] != 'capacity', r['reason']))
+    return ('No plan in which each instance moves at most once (%d refusal(s)): %s'
+            % (len(ordered), ' '.join(r['message'] for r in ordered)))

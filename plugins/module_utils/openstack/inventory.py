@@ -44,7 +44,15 @@ def read_compute_hosts(requests, placement=True):
 
 def rolling_inputs(requests, excluded_statuses=('disabled', 'down', 'forced_down')):
     """The rolling planner's input read from the cloud: ([RollHost], [RollInstance], [excluded host]).
-    Excluded: hosts whose service is in `excluded_statuses` (they take nothing).
+    Excluded: hosts whose service is in `excluded_statuses` (they take nothing)."""
+    roll_hosts, instances, statuses = rolling_read(requests)
+    excluded = [name for name, status in sorted(statuses.items()) if status in excluded_statuses]
+    return roll_hosts, instances, excluded
+
+
+def rolling_read(requests):
+    """The rolling planner's input and each host's service status (as service_status() names it):
+    ([RollHost], [RollInstance], {host: status}).
 
     Sizes are the flavors embedded in the servers (compute microversion >= 2.47); the zone is the
     server's; a host whose Placement could not be read gets no capacity (it takes nothing)."""
@@ -75,8 +83,7 @@ def rolling_inputs(requests, excluded_statuses=('disabled', 'down', 'forced_down
                                       observation_from_server(body).state, size, group, policy,
                                       body.get('OS-EXT-AZ:availability_zone')))
     statuses = dict((name, facts['status']) for name, facts in hosts.items())
-    excluded = [name for name, status in sorted(statuses.items()) if status in excluded_statuses]
-    return roll_hosts, instances, excluded
+    return roll_hosts, instances, statuses
 
 
 def _read(requests, placement):
