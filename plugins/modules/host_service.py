@@ -67,7 +67,7 @@ options:
         marked C(COMPUTE_STATUS_DISABLED) in Placement (Nova clears that trait a little after the
         enable, and the scheduler's pre-filter leaves marked providers out).
       - In check mode, one look without waiting; RV(placement) says what it saw.
-      - Needs Placement API 1.29 (Train) and compute microversion 2.53.
+      - Needs Placement API 1.29 (Rocky) and compute microversion 2.53 (Pike).
     type: bool
     default: false
 extends_documentation_fragment:
