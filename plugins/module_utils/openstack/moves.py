@@ -44,7 +44,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import e
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (
     ASK_THE_SERVER, MIGRATION_IN_PROGRESS, MigrationRecords, epoch, iso)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
-    OpenStackBackend, action_took_effect, observation_from_server)
+    OpenStackBackend, _looks_like_uuid, action_took_effect, observation_from_server)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.services import ComputeServices, admin_hint
 
 MOVES_MICROVERSION = '2.84'
@@ -710,11 +710,3 @@ def _text(response):
         return '; '.join(str(v.get('message', v)) if isinstance(v, dict) else str(v) for v in body.values()).rstrip('.')
     except ValueError:
         return response.text[:200]
-
-
-def _looks_like_uuid(text):
-    try:
-        uuid.UUID(text)
-        return True
-    except (ValueError, TypeError, AttributeError):
-        return False
