@@ -54,6 +54,17 @@ class Job(object):
         self.failed_host = None    # label of the host whose libvirtd dropped the connection, if one did
         self.steps = []            # what the worker did, in order (for the report)
         self.cancelled = False     # set at the end of the run: a cold worker stops at its next step and undoes it
+        self.watch = None          # the worker's connection to the destination while it runs: dead once that libvirtd is
+        self.peer_lost_at = None   # when the main thread first found `watch` dead
+        self.abort_sent = False
+        self.abandoned = False     # the run stopped waiting for a source libvirtd that held on to the move
+
+    def abandon(self, error, failed_host):
+        """End the move for the main thread although the worker is still blocked in libvirt (it may return
+        later; nothing it writes then is read)."""
+        self.error, self.failed_host = error, failed_host
+        self.abandoned = True
+        self.ended = True
 
     def check_cancel(self):
         if self.cancelled:
@@ -103,6 +114,7 @@ class Migrator(object):
             # The destination's connection is opened first: if its libvirtd goes away during the move,
             # this connection is dead afterwards even if the daemon is back, which names the host.
             conns['destination'] = self.dst.spawn()
+            job.watch = conns['destination']
             conns['source'] = self.src.spawn()
             worker(handle, conns['source'], conns['destination'])
         except RequestFailed as error:
@@ -116,6 +128,7 @@ class Migrator(object):
         except Exception as error:  # pylint: disable=broad-except
             job.error = 'unexpected error: %r' % (error,)
         finally:
+            job.watch = None
             for conn in conns.values():
                 conn.close()
             job.ended = True

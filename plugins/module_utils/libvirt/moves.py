@@ -25,12 +25,16 @@ A host that dies under the drain: its reads give up after retry_budget once (lat
 move that ended is still settled from what the other host says, a move not started yet fails alone ("not
 started: ... cannot be reached"), and each entry has `places` ({host: state or unknown}).  A failed move
 that left everything as it was (the domain where and as it was, nothing left on the destination) does not
-count as a change.
+count as a change.  A live move whose destination went away while the source libvirtd still holds it is
+aborted, then given up on (PEER_LOST_*): the drain ends in bounded time and says so.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import threading
+import time
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
@@ -47,6 +51,12 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.migration 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.storage import StoragePlanner
 
 CLOSE_WAIT = 60
+# A source libvirtd whose peer-to-peer destination died fails the migration within a second or two.  One
+# has been seen to hold on to it instead (its cancel waited on QEMU, until the domain was destroyed): then
+# the job is aborted PEER_LOST_ABORT s after the destination went away, and PEER_LOST_GIVE_UP s after it
+# the run stops waiting and settles the move from what the hosts say.
+PEER_LOST_ABORT = 10.0
+PEER_LOST_GIVE_UP = 40.0
 
 
 def is_uri(text):
@@ -367,9 +377,53 @@ class LibvirtMoves(moves.MoveBackend):
                     statuses[handle.id] = status
                 continue
             if not job.ended:
+                self._watch_destination(handle)
+            if not job.ended:
                 continue
             statuses[handle.id] = self._status_after(handle, job.error)
         return statuses
+
+    def _watch_destination(self, handle):
+        """A live move whose destination libvirtd went away (the worker's connection to it is dead) and that
+        the source still holds: abortJob after PEER_LOST_ABORT s, and stop waiting after PEER_LOST_GIVE_UP s
+        (the record then says that the source still holds the job).  The abort is sent from a thread of its
+        own: a source stuck on its QEMU could block the call too."""
+        job = handle.data['job']
+        watch = job.watch
+        if job.kind != 'live' or watch is None:
+            return
+        now = time.monotonic()
+        if job.peer_lost_at is None:
+            if not watch.alive():
+                job.peer_lost_at = now
+            return
+        waited = now - job.peer_lost_at
+        if waited >= PEER_LOST_ABORT and not job.abort_sent:
+            job.abort_sent = True
+            self._abort_in_background(handle)
+        if waited >= PEER_LOST_GIVE_UP and not job.ended:
+            job.abandon('the destination libvirtd (%s) went away during the move and the source libvirtd (%s) '
+                        'still held the migration %d s later%s; the run stopped waiting for it'
+                        % (self.target_label, self.source_label, waited,
+                           ' despite abortJob' if job.abort_sent else ''), self.target_label)
+
+    def _abort_in_background(self, handle):
+        job = handle.data['job']
+
+        def run():
+            conn = None
+            try:
+                conn = self.src.spawn()
+                conn.lookupByUUIDString(handle.id).abortJob()
+                job.steps.append('abortJob (the destination libvirtd went away)')
+            except (libvirt.libvirtError, BackendError, RequestFailed, ConnectionFailed) as error:
+                job.steps.append('abortJob (the destination libvirtd went away) failed: %s' % (
+                    error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg))
+            finally:
+                if conn is not None:
+                    conn.close()
+
+        threading.Thread(target=run, name='vmops-abort-%s' % handle.subject.name, daemon=True).start()
 
     def _poll_adopted(self, handle):
         try:
@@ -436,7 +490,13 @@ class LibvirtMoves(moves.MoveBackend):
         wanted = handle.data['state_before']
         final = status
         dom = None
-        if status.host is not None and status.state != states.UNKNOWN:
+        if handle.data['job'].abandoned:
+            # Its job still holds the domain: a resume or pause now would wait on that job, then fail.
+            if status.host == self.source_label and status.state != states.UNKNOWN:
+                final = status._replace(message='%s; it is %s there while the source libvirtd holds its migration '
+                                        'job (virsh domjobinfo shows it): once that ends it is back as libvirt '
+                                        'leaves it, which a rerun reads and moves' % (status.message, status.state))
+        elif status.host is not None and status.state != states.UNKNOWN:
             where = self.dst if status.done else self.src
             try:
                 dom = self._lookup(where, handle.id)
@@ -477,7 +537,7 @@ class LibvirtMoves(moves.MoveBackend):
         before = handle.data['state_before']
         if final.host != self.source_label or final.state != before or handle.data.get('left'):
             return False
-        if handle.data.get('paused_by_us') or handle.data.get('shutdown_sent'):
+        if handle.data.get('paused_by_us') or handle.data.get('shutdown_sent') or handle.data['job'].abandoned:
             return False
         if handle.data.get('created'):
             return False

@@ -892,6 +892,66 @@ def test_a_destination_that_dies_once_the_move_completed_reports_it_moved_state_
     assert result['changed'] is True
 
 
+def _migrate_kills_and_hangs(dom, world, abort_ends_it):
+    """The destination's libvirtd dies under the migration and the source holds on to it: the call returns
+    only once abortJob is sent (when `abort_ends_it`), once the test releases it, or after 10 s."""
+    def migrate(uri, params, flags):
+        world.migrations.append((dom.uuid, uri, dict(params), flags))
+        dom.aborted.clear()
+        world.kill(DST)
+        limit = time.monotonic() + 10
+        while not world.hung_release.is_set() and time.monotonic() < limit:
+            if abort_ends_it and dom.aborted.is_set():
+                raise _error(libvirt.VIR_ERR_OPERATION_ABORTED, 'operation aborted: migration out: canceled by client')
+            time.sleep(0.005)
+        raise P2P_CLOSED
+    dom.migrateToURI3 = migrate
+
+
+@pytest.fixture
+def quick_peer_watch(monkeypatch):
+    monkeypatch.setattr(libvirt_moves, 'PEER_LOST_ABORT', 0.05)
+    monkeypatch.setattr(libvirt_moves, 'PEER_LOST_GIVE_UP', 0.5)
+
+
+def test_a_source_that_holds_a_move_to_a_dead_destination_is_aborted(quick_peer_watch):
+    world = World()
+    world.hung_release = threading.Event()
+    dom = world.add('a')
+    _migrate_kills_and_hangs(dom, world, abort_ends_it=True)
+    result = drain(world, cold_fallback=False, backend_kwargs=DEAD)
+    entry = server(result, 'a')
+    assert ('abort', 'a') in world.calls
+    assert entry['outcome'] == 'failed' and entry['to'] == 'h3' and entry['state_after'] == states.RUNNING
+    assert 'abortJob (the destination libvirtd went away)' in entry['message']
+    assert 'still held' not in entry['message']
+    assert entry['places'] == {'h3': states.RUNNING, 'h4': 'unknown'}
+    assert world.host_of(dom.uuid) == SRC and result['totals']['in_flight'] == 0
+
+
+def test_a_source_that_never_lets_go_of_a_move_to_a_dead_destination_is_given_up_on(quick_peer_watch):
+    world = World()
+    world.hung_release = threading.Event()
+    dom = world.add('a')
+    _migrate_kills_and_hangs(dom, world, abort_ends_it=False)
+    started = time.monotonic()
+    try:
+        result = drain(world, cold_fallback=False, backend_kwargs=DEAD)
+    finally:
+        world.hung_release.set()
+    assert time.monotonic() - started < 5
+    entry = server(result, 'a')
+    assert ('abort', 'a') in world.calls
+    assert entry['outcome'] == 'failed' and entry['to'] == 'h3' and entry['state_after'] == states.RUNNING
+    assert 'the destination libvirtd (h4) went away during the move and the source libvirtd (h3) still held ' \
+        'the migration' in entry['message'] and 'despite abortJob' in entry['message']
+    assert 'virsh domjobinfo' in entry['message'] and 'h4 cannot be reached' in entry['message']
+    assert entry['places'] == {'h3': states.RUNNING, 'h4': 'unknown'}
+    assert ('resume', 'a') not in world.calls         # nothing that would wait on the job it holds
+    assert result['changed'] is True and result['totals']['in_flight'] == 0
+    assert 'h4 cannot be reached' in result['msg']
+
+
 def test_a_source_that_dies_mid_move_is_read_as_unknown_and_the_copy_it_made_is_removed():
     world = World()
     dom = world.add('a')
