@@ -59,6 +59,17 @@ options:
         before anything changes.
       - On libvirt, required, the URI of the destination hypervisor.
     type: str
+  destinations:
+    description:
+      - OpenStack, O(mode=drain) only. Where each instance goes, as a dict of instance name or ID to compute host
+        name, for example the destinations of a rolling plan (M(vmops.lifecycle.rolling_plan)). Each move
+        names its host to Nova, which the scheduler still checks, as with O(target_host).
+      - Instances of the host that are not named move as without this option (the scheduler chooses); use
+        O(instances) as well to move only the named ones.
+      - Every key must be an instance of O(host) and every value a known compute whose service is enabled and
+        up; anything else is refused before anything changes. Exclusive with O(target_host).
+      - Refused on libvirt, whose drain has one destination URI (O(target_host)).
+    type: dict
   instances:
     description:
       - Move only these instances (names or IDs) of the host; the others stay.
@@ -254,7 +265,8 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after, the host's compute service and where each instance is (host and state).
-      In check mode, the target is O(target_host), O(reserved_host), or the scheduler's choice.
+      In check mode, the target is the instance's entry in O(destinations), O(target_host), O(reserved_host), or
+      the scheduler's choice.
 notes:
   - Locked servers are moved (an admin may move them) and reported with C(locked=true).
   - Evacuation uses compute microversion 2.84. Up to Zed's 2.93, an evacuated server keeps its power state.
@@ -287,6 +299,15 @@ EXAMPLES = r'''
     disabled_reason: kernel update CHG-1234
     progress_file: /var/tmp/drain-compute3.jsonl
   register: drain
+
+- name: Drain compute3 to the destinations a rolling plan chose for its instances
+  vmops.lifecycle.host_evacuate:
+    cloud: production
+    host: compute3
+    destinations:
+      web-1: compute9
+      batch-7: compute1
+    disabled_reason: kernel update CHG-1234, batch 1
 
 - name: What would a drain do, and is there room
   vmops.lifecycle.host_evacuate:
@@ -382,6 +403,7 @@ def main():
             mode=dict(type='str', default='drain', choices=['drain', 'evacuate']),
             target_host=dict(type='str'),
             instances=dict(type='list', elements='str'),
+            destinations=dict(type='dict'),
             window=dict(type='int'),
             deadline=dict(type='int', default=600),
             deadline_action=dict(type='str', default='abort', choices=['abort', 'force_complete']),
@@ -415,7 +437,7 @@ REQUEST_KEYS = ('host', 'mode', 'target_host', 'window', 'deadline', 'deadline_a
                 'block_migration', 'suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy',
                 'disable', 'disabled_reason', 'restore_service_on_failure', 'fenced', 'force_down',
                 'power_state', 'lock_during_move', 'instances', 'poll_interval', 'progress_file', 'timeout',
-                'retry_budget', 'reserved_host', 'shared_storage')
+                'retry_budget', 'reserved_host', 'shared_storage', 'destinations')
 
 
 def converge(module):

@@ -66,7 +66,8 @@ class DrainRun(object):
             for item in plan.items:
                 outcome = {SKIP: 'skipped', UNMOVABLE: 'failed'}.get(item.decision.move, 'planned')
                 self.record.add(item.subject, item.decision.move, outcome=outcome,
-                                message=item.decision.reason or item.decision.note)
+                                message=item.decision.reason or item.decision.note,
+                                to=request.target_for(item.subject) if outcome == 'planned' else None)
             self.reserved = backend.prepare_reserved_host(request, check_mode=True) if movers else None
             return self._result(bool(movers) or bool(changes) or bool((self.reserved or {}).get('changes')),
                                 plan, capacity, check_mode=True, would_change=changes)
@@ -156,13 +157,15 @@ def instances_not_on_host(backend, request, subjects, service_changes):
     changes when one does not exist at all, or is on another host while the run would change the host's service
     (a typo; a rerun after the instance was moved changes nothing on the service and only lists it).  An instance
     with no host (shelved offloaded) is only listed."""
-    if not request.instances:
+    named = list(request.instances or [])
+    named.extend(ref for ref in sorted(request.destinations or {}) if ref not in named)
+    if not named:
         return []
     known = set()
     for subject in subjects:
         known.update((subject.id, subject.name))
     elsewhere, refused = [], []
-    for ref in request.instances:
+    for ref in named:
         if ref in known:
             continue
         found = backend.locate(ref)
@@ -174,7 +177,7 @@ def instances_not_on_host(backend, request, subjects, service_changes):
             refused.append('%s (it is on %s)' % (ref, found['host']))
     if refused:
         raise InvalidRequest(
-            'Nothing was changed: instances names %s, not on %s (instances there: %s). Name only instances of '
+            'Nothing was changed: instances (or destinations) names %s, not on %s (instances there: %s). Name only instances of '
             'that host; one moved off it by an earlier run is done and can be left out.'
             % ('; '.join(refused), request.host, ', '.join(sorted(s.name or s.id for s in subjects)) or 'none'),
             not_on_host=elsewhere)
@@ -200,7 +203,7 @@ def run_diff(request, plan, record, service, check_mode):
         entry = record.servers.get(item.subject.id) or {}
         if check_mode:
             moving = entry.get('outcome') == 'planned'
-            target = request.reserved_host or request.target_host or 'chosen by the scheduler'
+            target = request.reserved_host or request.target_for(item.subject) or 'chosen by the scheduler'
             after['instances'][label] = {'host': target if moving else item.subject.host,
                                          'state': item.subject.state}
         else:

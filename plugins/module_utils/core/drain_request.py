@@ -26,7 +26,7 @@ class MoveRequest(object):
         rescued_policy=None, error_policy='skip', disable=True, disabled_reason=None,
         restore_service_on_failure=True, fenced=False, force_down=False, power_state='keep',
         lock_during_move=None, instances=None, poll_interval=0.4, progress_file=None, timeout=3600,
-        retry_budget=60, reserved_host=None, shared_storage=False,
+        retry_budget=60, reserved_host=None, shared_storage=False, destinations=None,
     )
 
     def __init__(self, **kwargs):
@@ -44,6 +44,12 @@ class MoveRequest(object):
     def policy_for(self, state):
         return {states.SUSPENDED: self.suspended_policy, states.SHELVED: self.shelved_policy,
                 states.RESCUED: self.rescued_policy, states.ERROR: self.error_policy}.get(state)
+
+    def target_for(self, subject):
+        """Where this instance is sent: its entry in destinations (by name or ID), else target_host (None:
+        the scheduler chooses)."""
+        destinations = self.destinations or {}
+        return destinations.get(subject.id) or destinations.get(subject.name) or self.target_host
 
     def as_dict(self):
         return dict((key, getattr(self, key)) for key in self.FIELDS)
@@ -88,5 +94,19 @@ def validate_request(request, backend_name=None):
             raise InvalidRequest('reserved_host and target_host are exclusive: the reserved host is the target.')
         if request.reserved_host == request.host:
             raise InvalidRequest('reserved_host is the host being evacuated (%s).' % request.host)
+    if request.destinations:
+        if request.target_host is not None:
+            raise InvalidRequest('destinations and target_host are exclusive: destinations names the target of '
+                                 'each instance, target_host one target for all.')
+        if request.mode != 'drain':
+            raise InvalidRequest('destinations applies to mode=drain only.')
+        if backend_name == 'libvirt':
+            raise InvalidRequest('destinations applies to the OpenStack backend only: a libvirt drain has one '
+                                 'destination URI (target_host); drain once per destination with instances.')
+        bad = sorted('%s -> %s' % (key, value) for key, value in request.destinations.items()
+                     if not value or value == request.host)
+        if bad:
+            raise InvalidRequest('destinations must name another compute host for each instance; refused: %s '
+                                 '(the host being emptied is %s).' % (', '.join(bad), request.host))
     if request.disabled_reason is not None and not request.disable:
         raise InvalidRequest('disabled_reason needs disable=true.')

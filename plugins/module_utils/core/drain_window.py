@@ -179,7 +179,7 @@ class Window(object):
                                     'be followed; look at the instance and rerun')
                     return None
             else:
-                handle = self.backend.start_move(subject, move, request.target_host, request)
+                handle = self.backend.start_move(subject, move, request.target_for(subject), request)
         except ServiceUnavailable:
             raise
         except VmopsError as error:

@@ -167,9 +167,16 @@ class OpenStackMoves(moves.MoveBackend):
         return None if body is None else {'host': body.get('OS-EXT-SRV-ATTR:host')}
 
     def check_targets(self, request):
-        """target_host must be a known, enabled, up compute; reserved_host a known, up one (it may be, and
-        normally is, disabled).  Refused before anything changes."""
-        for option, name in (('target_host', request.target_host), ('reserved_host', request.reserved_host)):
+        """target_host and every host named in destinations must be a known, enabled, up compute; reserved_host
+        a known, up one (it may be, and normally is, disabled).  Refused before anything changes."""
+        wanted = [('target_host', request.target_host, 'target_host'), ('reserved_host', request.reserved_host,
+                                                                        'reserved_host')]
+        by_host = {}
+        for ref, name in sorted((request.destinations or {}).items()):
+            by_host.setdefault(name, []).append(ref)
+        wanted.extend(('destinations (%s)' % ', '.join(refs), name, 'that destination')
+                      for name, refs in sorted(by_host.items()))
+        for option, name, remedy in wanted:
             if name is None:
                 continue
             services = self.compute_services()
@@ -182,12 +189,12 @@ class OpenStackMoves(moves.MoveBackend):
             if service['state'] != 'up' or service.get('forced_down'):
                 trouble.append('its nova-compute service is %s' % ('forced down' if service.get('forced_down')
                                                                    else service['state']))
-            if option == 'target_host' and service['status'] != 'enabled':
+            if option != 'reserved_host' and service['status'] != 'enabled':
                 trouble.append('it is disabled (%s)' % (service.get('disabled_reason') or 'no reason given'))
             if trouble:
                 raise InvalidRequest('Nothing was changed: %s %s cannot receive instances: %s. Choose an enabled, up '
                                      'compute, or leave %s out to let the scheduler choose.'
-                                     % (option, name, ' and '.join(trouble), option), service=service)
+                                     % (option, name, ' and '.join(trouble), remedy), service=service)
 
     def prepare_reserved_host(self, request, check_mode):
         """Masakari's reserved host: enable the spare's compute service and add it to every aggregate of the
