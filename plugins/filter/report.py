@@ -123,7 +123,8 @@ def _section(record):
     servers = [_server_row(server, origin, home) for server in (record.get('servers') or [])]
     plan = [{'name': entry.get('instance') or entry.get('id') or '?', 'state': entry.get('state') or '?',
              'locked': bool(entry.get('locked')), 'move': entry.get('move') or '?',
-             'source': entry.get('from') or '?', 'note': entry.get('note') or ''}
+             'source': (entry.get('from') or '?') + (' → %s' % entry['to'] if entry.get('to') else ''),
+             'note': entry.get('note') or ''}
             for entry in (record.get('plan') or [])]
     phases = [{'name': phase.get('name') or '?', 'start': seconds_after(phase.get('started'), origin),
                'end': seconds_after(phase.get('finished'), origin), 'outcome': phase.get('outcome') or '?'}
@@ -142,6 +143,8 @@ def _section(record):
         facts.append(('Plan', '%d of %d servers would move (%s)' % (
             len(moving), len(plan), ', '.join('%s %d' % (move, sum(1 for e in moving if e['move'] == move))
                                               for move in sorted(set(e['move'] for e in moving))) or 'none')))
+    # a caller's own facts, [label, text] pairs (the rolling roll: batch, room before and after)
+    facts.extend((str(label), str(text)) for label, text in record.get('facts') or [])
     if (record.get('ready') or {}).get('check'):
         facts.append(('Back in service', 'checked by %s' % record['ready']['check']))
     if 'power' in record:
@@ -402,6 +405,24 @@ def as_list(value):
     return [item.strip() for item in text.replace('\n', ',').split(',') if item.strip()]
 
 
+# The record of a roll, per host and per instance (set_stats) ---------------------------------------
+
+def roll_summary(records):
+    """{hosts: {host: {batch, outcome, moved, failed, service_after}}, instances: {name: {id, from, to, move,
+    state_before, state_after, outcome}}} from a roll's host records (the report's records)."""
+    hosts, instances = {}, {}
+    for record in records or []:
+        totals = record.get('totals') or {}
+        hosts[record.get('host')] = {
+            'batch': record.get('batch'), 'outcome': record.get('outcome'),
+            'moved': totals.get('moved', 0), 'failed': totals.get('failed', 0),
+            'service_after': _service(record, 'after').get('status')}
+        for server in record.get('servers') or []:
+            instances[server.get('name') or server.get('id')] = dict(
+                (key, server.get(key)) for key in ('id', 'from', 'to', 'move', 'state_before', 'state_after', 'outcome'))
+    return {'hosts': hosts, 'instances': instances}
+
+
 class FilterModule(object):
 
     def filters(self):
@@ -410,4 +431,5 @@ class FilterModule(object):
             'report_markdown': report_markdown,
             'report_html': report_html,
             'as_list': as_list,
+            'roll_summary': roll_summary,
         }

@@ -134,4 +134,31 @@ def test_as_list_takes_survey_text():
     assert as_list('web1\ndb1') == ['web1', 'db1']
     assert as_list(['a', 'b']) == ['a', 'b']
     assert as_list('') == [] and as_list(None) == []
-    assert set(FilterModule().filters()) == {'report_model', 'report_markdown', 'report_html', 'as_list'}
+    assert set(FilterModule().filters()) == {'report_model', 'report_markdown', 'report_html', 'as_list', 'roll_summary'}
+
+
+def test_a_planned_destination_and_the_callers_facts_are_shown():
+    record = {'host': 'fake2', 'outcome': 'planned', 'started': T0, 'finished': T0,
+              'plan': [{'instance': 'web', 'state': 'running', 'move': 'live', 'from': 'fake2', 'to': 'fake1'},
+                       {'instance': 'old', 'state': 'error', 'move': 'skip', 'from': 'fake2'}],
+              'facts': [['Batch', '2 of 3 (fake2, fake4)'], ['Room before', 'nova: 8 vCPU']]}
+    markdown = report_markdown([record], 'Rolling maintenance')
+    assert '| web | running | live | fake2 → fake1 |' in markdown
+    assert '| old | error | skip | fake2 |' in markdown
+    assert '- Batch: 2 of 3 (fake2, fake4)' in markdown and '- Room before: nova: 8 vCPU' in markdown
+    html = report_html([record], 'Rolling maintenance')
+    assert '<td>fake2 → fake1</td>' in html and '<li><b>Batch</b>: 2 of 3 (fake2, fake4)</li>' in html
+
+
+def test_roll_summary_per_host_and_per_instance():
+    from ansible_collections.vmops.lifecycle.plugins.filter.report import roll_summary
+    done = dict(window(), host='fake2', batch=1, outcome='completed', totals={'moved': 3, 'failed': 0})
+    planned = {'host': 'fake4', 'batch': 2, 'outcome': 'not started', 'plan': [{'instance': 'x'}]}
+    summary = roll_summary([done, planned])
+    assert summary['hosts'] == {
+        'fake2': {'batch': 1, 'outcome': 'completed', 'moved': 3, 'failed': 0, 'service_after': 'enabled'},
+        'fake4': {'batch': 2, 'outcome': 'not started', 'moved': 0, 'failed': 0, 'service_after': None}}
+    assert summary['instances']['web'] == {'id': 'id-web', 'from': 'fake1', 'to': 'fake3', 'move': 'live',
+                                           'state_before': 'running', 'state_after': 'running', 'outcome': 'moved'}
+    assert set(summary['instances']) == set(['web', 'batch', 'db', 'bad', 'shelf'])
+    assert 'roll_summary' in FilterModule().filters()
