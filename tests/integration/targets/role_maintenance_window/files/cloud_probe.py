@@ -1,8 +1,10 @@
 """Independent look at the cloud for the role tests: plain openstacksdk, never the collection.
 
   cloud_probe.py --cloud C service HOST          -> JSON: status, state, forced_down, disabled_reason
-  cloud_probe.py --cloud C servers PREFIX        -> JSON: [{name, id, host, status, task_state, locked}]
+  cloud_probe.py --cloud C servers PREFIX        -> JSON: [{name, id, host, status, task_state, locked, image}]
+  cloud_probe.py --cloud C image NAME            -> JSON: the image's id
   cloud_probe.py --cloud C lock NAME             -> locks the server (admin lock)
+  cloud_probe.py --cloud C disable HOST REASON   -> disables the host's nova-compute
   cloud_probe.py --cloud C migrations PREFIX SOURCE
         -> JSON: {name: [migration types ("live-migration", "migration", "evacuation") of the server's
            migrations that left SOURCE, oldest first]}
@@ -37,6 +39,10 @@ def main():
     sub.add_parser('service').add_argument('host')
     sub.add_parser('servers').add_argument('prefix')
     sub.add_parser('lock').add_argument('name')
+    sub.add_parser('image').add_argument('name')
+    disable = sub.add_parser('disable')
+    disable.add_argument('host')
+    disable.add_argument('reason')
     migrations = sub.add_parser('migrations')
     migrations.add_argument('prefix')
     migrations.add_argument('source')
@@ -50,13 +56,19 @@ def main():
         print(json.dumps(service(conn, args.host)))
     elif args.command == 'servers':
         servers = [{'name': s.name, 'id': s.id, 'host': s.compute_host, 'status': s.status,
-                    'task_state': s.task_state, 'locked': bool(s.is_locked)}
+                    'task_state': s.task_state, 'locked': bool(s.is_locked), 'image': (s.image or {}).get('id')}
                    for s in conn.compute.servers(all_projects=True, name='^%s' % re.escape(args.prefix))]
         print(json.dumps(sorted(servers, key=lambda s: s['name'])))
     elif args.command == 'lock':
         server = list(conn.compute.servers(name='^%s$' % re.escape(args.name)))[0]
         conn.compute.lock_server(server, locked_reason='vmops role test')
         print(json.dumps({'locked': args.name}))
+    elif args.command == 'image':
+        print(json.dumps(conn.image.find_image(args.name, ignore_missing=False).id))
+    elif args.command == 'disable':
+        found = [s for s in conn.compute.services(binary='nova-compute') if s.host == args.host][0]
+        conn.compute.disable_service(found, args.host, 'nova-compute', disabled_reason=args.reason)
+        print(json.dumps(service(conn, args.host)))
     elif args.command == 'migrations':
         found = {}
         for server in conn.compute.servers(all_projects=True, name='^%s' % re.escape(args.prefix)):
