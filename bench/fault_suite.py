@@ -239,6 +239,19 @@ class TwoHostsWatcher(threading.Thread):
         self.seen = {}
         self.stop = threading.Event()
 
+    @classmethod
+    def started(cls, ids):
+        watcher = cls(ids)
+        watcher.start()
+        return watcher
+
+    def finish(self):
+        self.stop.set()
+        self.join(5)
+
+    def problems(self):
+        return ['running on two live computes: %s' % self.seen] if self.seen else []
+
     def run(self):
         while not self.stop.is_set():
             now = time.monotonic()
@@ -444,8 +457,7 @@ def drain_then_rerun(ctx, name, inject, after_first=None, with_destination=False
     taken away) -> note; a rerun when the first run failed."""
     servers = ctx.servers()
     ids = set(s['id'] for s in servers)
-    watcher = TwoHostsWatcher(ids)
-    watcher.start()
+    watcher = TwoHostsWatcher.started(ids)
     first = ctx.playbook(name)
     try:
         record = wait_moving(ids, with_destination=with_destination)
@@ -465,11 +477,9 @@ def drain_then_rerun(ctx, name, inject, after_first=None, with_destination=False
         results.append(rerun.wait())
         done.append('rerun: ' + summary(results[-1], rerun.seconds))
         seconds = time.monotonic() - first.started
-    watcher.stop.set()
-    watcher.join(5)
+    watcher.finish()
     problems, text = end_state(servers, results, 'disabled', settled)
-    if watcher.seen:
-        problems.append('running on two live computes: %s' % watcher.seen)
+    problems.extend(watcher.problems())
     return {'did': '%s; %s' % (note, ' / '.join(done)), 'seconds': seconds, 'end': text, 'problems': problems}
 
 
@@ -564,8 +574,7 @@ def placement_unreachable(ctx):
 def source_compute_killed(ctx):
     servers = ctx.servers()
     ids = set(s['id'] for s in servers)
-    watcher = TwoHostsWatcher(ids)
-    watcher.start()
+    watcher = TwoHostsWatcher.started(ids)
     drain = ctx.playbook('source-killed', deadline=30, timeout=120)
     wait_moving(ids)
     at = time.monotonic() - drain.started
@@ -582,16 +591,14 @@ def source_compute_killed(ctx):
     final = evacuation.wait()
     done.append('evacuate: ' + summary(final, evacuation.seconds))
     seconds = time.monotonic() - drain.started
-    watcher.stop.set()
-    watcher.join(5)
+    watcher.finish()
     problems, text = end_state(servers, [result, final], 'forced_down', settled)
     if result is not None and not result.get('failed'):
         problems.append('the drain did not report the dead source')
     if late:
         problems.append('the drain kept sending after the source died: %d moves started %.0f-%.0f s after the kill (%s)'
                         % (len(late), late[0][0], late[-1][0], ', '.join(name for _s, name in late)))
-    if watcher.seen:
-        problems.append('running on two live computes: %s' % watcher.seen)
+    problems.extend(watcher.problems())
     return {'did': '; '.join(done), 'seconds': seconds, 'end': text, 'problems': problems}
 
 
@@ -600,8 +607,7 @@ def playbook_killed_mid_evacuation(ctx):
     servers = ctx.servers()
     ids = set(s['id'] for s in servers)
     kill_service('nova-compute-%s' % SOURCE)
-    watcher = TwoHostsWatcher(ids)
-    watcher.start()
+    watcher = TwoHostsWatcher.started(ids)
     first = ctx.playbook('killed-evacuate', **EVACUATE)
     wait_moving(ids, 'evacuation')
     at = time.monotonic() - first.started
@@ -613,11 +619,9 @@ def playbook_killed_mid_evacuation(ctx):
     rerun = ctx.playbook('killed-evacuate-rerun', **EVACUATE)
     final = rerun.wait()
     done.append('rerun: ' + summary(final, rerun.seconds))
-    watcher.stop.set()
-    watcher.join(5)
+    watcher.finish()
     problems, text = end_state(servers, [None, final], 'forced_down', settled)
-    if watcher.seen:
-        problems.append('running on two live computes: %s' % watcher.seen)
+    problems.extend(watcher.problems())
     return {'did': '; '.join(done), 'seconds': time.monotonic() - first.started, 'end': text, 'problems': problems}
 
 
@@ -626,8 +630,7 @@ def dead_host_comes_back(ctx):
     servers = ctx.servers()
     ids = set(s['id'] for s in servers)
     kill_service('nova-compute-%s' % SOURCE)
-    watcher = TwoHostsWatcher(ids)
-    watcher.start()
+    watcher = TwoHostsWatcher.started(ids)
     run = ctx.playbook('comes-back', **EVACUATE)
     wait_moving(ids, 'evacuation')
     at = time.monotonic() - run.started
@@ -644,11 +647,9 @@ def dead_host_comes_back(ctx):
         done.append('rerun: ' + summary(results[-1], rerun.seconds))
         seconds = time.monotonic() - run.started
     time.sleep(3)   # the returned compute's own clean-up of evacuated guests, seen by the watcher
-    watcher.stop.set()
-    watcher.join(5)
+    watcher.finish()
     problems, text = end_state(servers, results, 'forced_down', settled)
-    if watcher.seen:
-        problems.append('running on two live computes: %s' % watcher.seen)
+    problems.extend(watcher.problems())
     return {'did': '; '.join(done), 'seconds': seconds, 'end': text, 'problems': problems}
 
 
