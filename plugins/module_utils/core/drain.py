@@ -19,7 +19,8 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_plan im
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_record import DrainRecord
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import validate_request
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_service import HostService
-from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_window import ERROR, RunEnded, Window
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_window import (
+    ERROR, SOURCE_REASONS, RunEnded, Window)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import SKIP, UNMOVABLE
 
@@ -84,6 +85,7 @@ class DrainRun(object):
             if movers and request.reserved_host:
                 self.reserved = backend.prepare_reserved_host(request, check_mode=False)
                 request.target_host = request.reserved_host
+            self.window.watch = self._source_watch()
             self.window.drive()
         except RunEnded as ended:
             failure = ended
@@ -91,8 +93,12 @@ class DrainRun(object):
             failure = self.window.end(ERROR, 'changing the service of %s failed: %s' % (request.host, error.msg), error)
         except Exception as error:  # a bug or a library failure: still undo the service change
             failure = error
-        failed = self.record.with_outcome('failed')
-        if (failure is not None or failed) and request.restore_service_on_failure and self.service.disabled_by_us:
+        # A move refused because a host could not be reached was never sent: not_started, and the run failed.
+        failed = self.record.with_outcome('failed') + self.record.with_outcome('not_started')
+        # A dead source stays disabled (nothing may land on it), and so does a live host left half evacuated.
+        host_changed_under_us = isinstance(failure, RunEnded) and failure.reason in SOURCE_REASONS
+        if (failure is not None or failed) and request.restore_service_on_failure and self.service.disabled_by_us \
+                and not host_changed_under_us:
             self.service.restore()
         result = self._result(self.record.sent_anything() or self.service.changed or bool(self.released_locks)
                               or bool((self.reserved or {}).get('changes')), plan, capacity)
@@ -104,11 +110,22 @@ class DrainRun(object):
             raise VmopsError(self._failure_message(failure, failed, len(movers) + len(plan.unmovable())), **result)
         return result
 
+    def _source_watch(self):
+        """The backend's watch on the host being emptied; a watch that cannot be set up is left out (the
+        run's own reads still see an outage) rather than failing a run that changed the service already."""
+        try:
+            return self.backend.source_watch(self.request)
+        except VmopsError:
+            return None
+
     def _failure_message(self, ended, failed, planned):
         host = self.request.host
         if ended is None:
             message = '%d of %d instances failed to move off %s: %s' % (
                 len(failed), planned, host, '; '.join('%s: %s' % (s['name'], s['message']) for s in failed))
+            unsent = [entry for entry in failed if entry['outcome'] == 'not_started']
+            if unsent:
+                message += ' (%d of them not started)' % len(unsent)
         else:
             counts = self.record.counts()
             said = ['%d moved' % (counts['moved'] + counts['already_done'])]
@@ -116,6 +133,7 @@ class DrainRun(object):
                 said.append('%d still in flight (they go on in the backend; a rerun adopts them)' % counts['in_flight'])
             if counts['not_started']:
                 said.append('%d not started' % counts['not_started'])
+            failed = [entry for entry in failed if entry['outcome'] == 'failed']
             if failed:
                 reasons = '; '.join('%s: %s' % (s['name'], s['message']) for s in failed)
                 said.append('%d failed (%s)' % (len(failed), reasons))

@@ -18,9 +18,14 @@ API faults:
     a move already past its deadline gets another whole deadline from the first good read before the
     run gives up on it: time without reads is not held against it.
   * start_move (or adopt) raising ServiceUnavailable means the API stayed down through the request
-    layer's own retries (retry_budget): the run ends at once, the rest not_started.  Any other error of a
-    start fails that instance alone, as before.
+    layer's own retries (retry_budget): the run ends at once, the rest not_started.  An error whose
+    details say sent='no' (nothing reached a host: libvirt's start found a host out of reach) records
+    that instance not_started; any other error of a start fails that instance alone.
   * Any other VmopsError mid-run ends the run too.
+The host being emptied (the backend's SourceWatch, read at most every `watch.every` seconds and again
+after any refused start): a drain whose source died, or an evacuation whose host turns out alive, ends
+at once (SOURCE_DOWN, SOURCE_ALIVE): whatever is sent to a dead source fails or hangs, and whatever is
+evacuated off a live host runs twice.  The record names the moves sent after what the watch saw.
 When the run ends early (these, or the run's `timeout`), every move still in flight is recorded
 `in_flight` (it goes on in the backend; a rerun adopts it) and every move not sent `not_started`, and
 RunEnded is raised: the record is whole.
@@ -35,10 +40,11 @@ import collections
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, ServiceUnavailable, VmopsError)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
-    ADOPT, COLD, DEADLINE_RETRY_SECONDS, LIVE)
+    ADOPT, COLD, DEADLINE_RETRY_SECONDS, LIVE, SOURCE_ALIVE, SOURCE_DOWN)
 
-# Why a run ended early (RunEnded.details['reason']).
+# Why a run ended early (RunEnded.details['reason']); also SOURCE_DOWN and SOURCE_ALIVE (move_backend).
 READS_FAILING, API_UNAVAILABLE, TIMEOUT, ERROR = 'reads_failing', 'api_unavailable', 'timeout', 'error'
+SOURCE_REASONS = (SOURCE_DOWN, SOURCE_ALIVE)
 
 
 class RunEnded(VmopsError):
@@ -67,6 +73,9 @@ class Window(object):
         self.failed_polls = 0
         self.outage_since = None    # monotonic start of the first read of the current run of failures
         self.undo_unreachable = False
+        self.watch = None           # the backend's SourceWatch, set once the service changes are applied
+        self.watched_at = None      # monotonic time of the last check
+        self.started = []           # (name, epoch seconds) of every move sent, for the watch's alarm
 
     def load(self, items):
         self.pending.extend(items)
@@ -98,9 +107,12 @@ class Window(object):
             statuses = self._read(last_poll)
             if statuses is not None:
                 self._follow(statuses)
+                self._watch()
             self.max_in_flight = max(self.max_in_flight, len(self.inflight))
 
     def _refill(self):
+        if self.pending and len(self.inflight) < self.size:
+            self._watch()
         while self.pending and len(self.inflight) < self.size:
             item = self.pending.popleft()
             try:
@@ -114,7 +126,31 @@ class Window(object):
                                % (item.subject.name, error.msg), error)
             if handle is not None:
                 self.inflight[handle.id] = handle
+            else:
+                self._watch(now=True)   # a refusal may be the first sign ("compute service ... unavailable")
         self.max_in_flight = max(self.max_in_flight, len(self.inflight))
+
+    def _watch(self, now=False):
+        """Read the source watch when it is due (or `now`); its alarm ends the run."""
+        watch = self.watch
+        if watch is None:
+            return
+        moment = self.clock.monotonic()
+        if not now and self.watched_at is not None and moment - self.watched_at < watch.every:
+            return
+        self.watched_at = moment
+        try:
+            alarm = watch.check()
+        except VmopsError:
+            return      # the next check tries again; the run's own reads decide about an outage
+        if alarm is None:
+            return
+        reason, why, since = alarm
+        if since is not None:
+            late = [name for name, started in self.started if started >= since]
+            if late:
+                why += ('; sent after that: %s' % ', '.join(late))
+        raise self.end(reason, why)
 
     def _read(self, began):
         """The cycle's shared read: {id: MoveStatus}, or None when it failed (within the budget)."""
@@ -184,11 +220,15 @@ class Window(object):
             raise
         except VmopsError as error:
             self.record.maybe_sent = self.record.maybe_sent or error.details.get('sent') == 'maybe'
+            if error.details.get('sent') == 'no':   # refused before anything was sent (a host out of reach)
+                self.record.add(subject, move, outcome='not_started', message=error.msg, attempts=attempts)
+                return None
             self.record.add(subject, move, outcome='failed', message=error.msg, started_wall=clock.wall(),
                             attempts=attempts)
             return None
         handle.started = clock.monotonic()
         handle.started_wall = clock.wall()
+        self.started.append((subject.name, handle.started_wall))
         handle.deadline_at = handle.started + request.deadline
         handle.give_up_at = handle.deadline_at + request.deadline
         handle.attempts = list(attempts or [])

@@ -30,6 +30,10 @@ Beyond the plain verbs:
   * abort()/force_complete() raising errors.BackendError is retried every DEADLINE_RETRY_SECONDS for at
     most another deadline (a migration still queued or being checked cannot be aborted yet).
   * capacity() may return any JSON-able value (OpenStack: a dict with per-host rows and a verdict).
+  * source_watch(request) -> a SourceWatch or None: what the core reads, every `every` seconds while
+    the window runs and again after any refused start, to learn that the host being emptied is no longer
+    what the run assumes (a drained host died; an evacuated host is alive).  Its alarm ends the run
+    early: nothing more is sent.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -173,6 +177,30 @@ class MoveBackend(abc.ABC):
     def capacity(self, host, subjects):
         """Room on the candidate hosts: [{host, fits (bool or None), free: {...}, needed: {...}}]."""
         return []
+
+    def source_watch(self, request):
+        """A SourceWatch on request.host, created once the service changes are applied, or None when the
+        backend has no way to tell whether its host lives."""
+        return None
+
+
+# Why a SourceWatch stops a run.
+SOURCE_DOWN = 'source_down'         # a drain's source died: moves sent to it fail or hang
+SOURCE_ALIVE = 'source_alive'       # an evacuated host is running: its guests would run on two hosts
+
+
+class SourceWatch(abc.ABC):
+    """Whether the host being emptied is still what the run assumes.  `every`: the least number of
+    seconds between two checks (each is one read)."""
+
+    every = 5.0
+
+    @abc.abstractmethod
+    def check(self):
+        """None while the run may go on, else (SOURCE_DOWN or SOURCE_ALIVE, a message saying what was seen
+        and what to do, since): `since` dates what was seen in epoch seconds of this machine's clock (moves
+        sent after it are named in the record), or None.  May raise errors.VmopsError: the check is then
+        tried again later."""
 
 
 # The neutral policy table ----------------------------------------------------------------------

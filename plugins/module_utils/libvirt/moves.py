@@ -317,7 +317,7 @@ class LibvirtMoves(moves.MoveBackend):
                     if conn.unreachable]
             raise BackendError('not started: %s cannot be reached (%s)'
                                % (' and '.join(down) or 'a host', error.details.get('service_message') or error.msg),
-                               unreachable=down)
+                               unreachable=down, sent=error.details.get('sent') or 'no')
 
     def _start_move(self, subject, move, options):
         for conn in (self.src, self.dst):

@@ -41,6 +41,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, InvalidRequest, RequestFailed, ResourceNotFound)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack import evacuation, placement
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.heartbeat import ServiceHeartbeat, service_reader
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import (
     ASK_THE_SERVER, MIGRATION_IN_PROGRESS, MigrationRecords, epoch, iso)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backend import (
@@ -494,6 +495,7 @@ class OpenStackMoves(moves.MoveBackend):
             return self._status_after_reset(handle, body, step)
         if status == 'ERROR' and handle.subject.state != states.ERROR:
             fault = (body.get('fault') or {}).get('message') or 'no fault message'
+            handle.data['error_body'] = body
             return moves.MoveStatus(False, True, 'the server went into ERROR: %s' % fault, host, state)
         if task is not None or status in ('MIGRATING', 'RESIZE', 'REBUILD', 'BUILD'):
             return None
@@ -653,13 +655,36 @@ class OpenStackMoves(moves.MoveBackend):
             undone.append('undo failed: %s' % error.msg)
         if handle.data.get('reset'):
             return self._undo_reset(handle, status, undone)
+        message, state = status.message, status.state
+        if handle.data.get('error_body') is not None:
+            message, state = self._clear_error(handle, handle.data.pop('error_body'), message, state, undone)
         released = self._release_lock(handle)     # also when an undo step above failed
         if released:
             undone.append(released)
-        message = status.message
         if undone:
             message = '%s (undone: %s)' % (message, ', '.join(undone))
-        return moves.MoveStatus(False, True, message, status.host, status.state)
+        return moves.MoveStatus(False, True, message, status.host, state)
+
+    def _clear_error(self, handle, body, message, state, undone):
+        """Nova put the server in ERROR during its move (e.g. the conductor lost an RPC reply while RabbitMQ
+        restarted) although its guest never left: still on the source, running, no task.  Such a server is
+        reset to active, as an admin would, so that the run leaves nothing in ERROR and a rerun moves it.
+        Anything else is left as Nova set it, with what to do."""
+        subject = handle.subject
+        host = body.get('OS-EXT-SRV-ATTR:host')
+        power = body.get('OS-EXT-STS:power_state')
+        if handle.data['state_before'] != states.RUNNING or host != subject.host or power != 1 or \
+                body.get('OS-EXT-STS:task_state') is not None:
+            return ('%s; left in ERROR on %s (power state %s): look at it, then reset it (openstack server set '
+                    '--state active %s) and rerun' % (message, host, power, handle.id)), state
+        try:
+            self._action(handle.id, evacuation.RESET_BACK, ACTIONS[evacuation.RESET_BACK], subject.name)
+        except BackendError as error:
+            undone.append('reset to active failed: %s' % error.msg)
+            return message, state
+        undone.append('reset to active')
+        return ('%s; its guest was still running on %s, so it was reset to active: a rerun moves it'
+                % (message, host)), states.RUNNING
 
     def _undo_reset(self, handle, status, undone):
         """A step after a reset failed: never leave the server in ERROR.  If it is in ERROR, reset it to ACTIVE
@@ -692,6 +717,12 @@ class OpenStackMoves(moves.MoveBackend):
         if undone:
             message = '%s (undone: %s)' % (message, ', '.join(undone))
         return moves.MoveStatus(False, True, message, where, state_now)
+
+    def source_watch(self, request):
+        """The heartbeat of the host's nova-compute (heartbeat.py): a drain stops when it dies, an
+        evacuation when it lives."""
+        return ServiceHeartbeat(service_reader(self.backend.nova, request.host, MOVES_MICROVERSION), request.host,
+                                request.mode)
 
     # capacity ----------------------------------------------------------------------------------
 

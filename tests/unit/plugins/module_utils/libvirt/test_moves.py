@@ -868,15 +868,17 @@ def test_a_destination_that_dies_mid_move_keeps_the_record_with_both_places():
     assert IMAGES + '/a.qcow2' in world.hosts[DST]['vols'] and world.host_of(dom.uuid) == SRC
 
 
-def test_moves_not_started_when_the_destination_is_dead_fail_alone():
+def test_moves_not_sent_because_the_destination_is_dead_are_not_started_and_the_run_fails():
     world = World()
     first = world.add('a')
     world.add('b')
     _migrate_kills(first, world, DST, P2P_CLOSED)
     result = drain(world, window=1, cold_fallback=False, backend_kwargs=DEAD)
     entry = server(result, 'b')
-    assert entry['outcome'] == 'failed' and entry['message'].startswith('not started: h4 cannot be reached')
-    assert entry['seconds'] is None and len(world.migrations) == 1
+    assert entry['outcome'] == 'not_started' and entry['message'].startswith('not started: h4 cannot be reached')
+    assert entry['seconds'] is None and entry['started'] is None and len(world.migrations) == 1
+    assert result['failed'] is True and result['totals']['not_started'] == 1
+    assert '(1 of them not started)' in result['msg']
     assert server(result, 'a')['places'] == {'h3': states.RUNNING, 'h4': 'unknown'}
 
 

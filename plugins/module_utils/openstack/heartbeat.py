@@ -1,0 +1,114 @@
+# -*- coding: utf-8 -*-
+# Copyright: vmops.lifecycle contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Whether the compute being emptied lives, from its service record (host_evacuate's SourceWatch).
+
+A nova-compute writes its service record every `report_interval` (10 s by default): the record's
+`updated_at` is its heartbeat.  Nova calls a compute down only after `service_down_time` (60 s by
+default) without one, and a forced-down service reads down whatever its compute does, so the watch
+reads the heartbeat itself, in the cloud's clock (the response's Date header):
+
+  drain       the source died: Nova reports it down, or its heartbeat is older than SILENT_AFTER (or 3
+              times the longest gap seen between two heartbeats in this run, for clouds that report less
+              often).  Moves sent to a dead source fail (Nova refuses them, or its conductor times out
+              and leaves the server in ERROR) or hang, so the drain stops sending.
+  evacuation  the host is alive: a heartbeat newer than the one read once the service was forced down
+              (the run's own update moves it too, so the first read comes after it), or a service that is
+              not forced down and reads up.  An instance evacuated off a live host runs on both hosts
+              until that host's nova-compute restarts, so the evacuation stops.
+
+Each check is one GET /os-services?host=H&binary=nova-compute.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
+    SOURCE_ALIVE, SOURCE_DOWN, SourceWatch)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import clock_offset, epoch, iso
+
+SILENT_AFTER = 30.0     # seconds: three of Nova's default report intervals
+
+
+class ServiceHeartbeat(SourceWatch):
+    """The SourceWatch of an OpenStack drain or evacuation.  `read()` returns (service body, the cloud's
+    clock minus ours or None); its first call is the baseline."""
+
+    def __init__(self, read, host, mode, clock=time.time):
+        self.read = read
+        self.host = host
+        self.mode = mode
+        self.clock = clock
+        self.every = 5.0 if mode == 'drain' else 2.0
+        body, offset = read()
+        self.first_beat = self.last_beat = epoch(body.get('updated_at'))
+        self.longest_gap = 0.0
+        self.offset = offset
+
+    def check(self):
+        body, offset = self.read()
+        if offset is not None:
+            self.offset = offset
+        beat = epoch(body.get('updated_at'))
+        if beat is not None and self.last_beat is not None and beat > self.last_beat:
+            self.longest_gap = max(self.longest_gap, beat - self.last_beat)
+        if beat is not None:
+            self.last_beat = beat
+        if self.mode == 'evacuate':
+            return self._alive(body, beat)
+        return self._dead(body, beat)
+
+    def _alive(self, body, beat):
+        if beat is not None and self.first_beat is not None and beat > self.first_beat:
+            seen = 'its heartbeat moved from %s to %s' % (iso(self.first_beat), iso(beat))
+        elif body.get('state') == 'up' and not body.get('forced_down'):
+            seen = 'Nova reports it up'
+        else:
+            return None
+        return (SOURCE_ALIVE,
+                'nova-compute on %s is running (%s while the evacuation ran): the host is not fenced, so the '
+                'evacuation stopped. Power the host off (fence it) before running it again: an instance '
+                'evacuated off a running host runs on both hosts until its nova-compute restarts' % (self.host, seen),
+                self._ours(beat))
+
+    def _dead(self, body, beat):
+        if body.get('state') == 'down' or body.get('forced_down'):
+            seen = 'Nova reports its service down%s (last heartbeat %s)' % (
+                ', forced down' if body.get('forced_down') else '', iso(beat) if beat else 'unknown')
+        else:
+            now = self.clock() + (self.offset or 0.0)
+            if beat is None or self.offset is None:
+                return None     # no clock to age the heartbeat with: wait for Nova's verdict
+            silent = now - beat
+            limit = max(SILENT_AFTER, 3 * self.longest_gap)
+            if silent <= limit:
+                return None
+            seen = ('it has sent no heartbeat for %.0f s (last %s; Nova still reports it up and calls it down after '
+                    'its service_down_time, 60 s by default)' % (silent, iso(beat)))
+        # No moment to name the moves by: the compute died some time after its last heartbeat.
+        return (SOURCE_DOWN,
+                'the source compute %s looks dead: %s. The drain stopped sending: moves to a dead compute fail or '
+                'hang. Fence the host and evacuate it (the disaster_recovery role, or host_evacuate mode=evacuate '
+                'fenced=true), or start its nova-compute again and rerun the drain' % (self.host, seen),
+                None)
+
+    def _ours(self, cloud_epoch):
+        """A cloud-clock moment in this machine's clock (None when either is unknown)."""
+        if cloud_epoch is None or self.offset is None:
+            return None
+        return cloud_epoch - self.offset
+
+
+def service_reader(call, host, microversion):
+    """read() for ServiceHeartbeat over the backend's `call(method, path, microversion=, params=)` (one request)."""
+    def read():
+        response = call('GET', '/os-services', microversion=microversion,
+                        params={'host': host, 'binary': 'nova-compute'})
+        found = [s for s in response.json()['services'] if s.get('host') == host]
+        if not found:
+            return {}, clock_offset(response)
+        return found[0], clock_offset(response)
+    return read
