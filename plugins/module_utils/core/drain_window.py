@@ -23,9 +23,10 @@ API faults:
     that instance not_started; any other error of a start fails that instance alone.
   * Any other VmopsError mid-run ends the run too.
 The host being emptied (the backend's SourceWatch, read at most every `watch.every` seconds and again
-after any refused start): a drain whose source died, or an evacuation whose host turns out alive, ends
-at once (SOURCE_DOWN, SOURCE_ALIVE): whatever is sent to a dead source fails or hangs, and whatever is
-evacuated off a live host runs twice.  The record names the moves sent after what the watch saw.
+after any refused start): a drain whose source died ends at once (SOURCE_DOWN: whatever is sent to a dead
+source fails or hangs, moves in flight included); an evacuation whose host turns out alive sends nothing
+more, follows the evacuations in flight to their end, then ends (SOURCE_ALIVE: whatever is evacuated off a
+live host runs twice).  The record names the moves sent after what the watch saw.
 When the run ends early (these, or the run's `timeout`), every move still in flight is recorded
 `in_flight` (it goes on in the backend; a rerun adopts it) and every move not sent `not_started`, and
 RunEnded is raised: the record is whole.
@@ -76,6 +77,7 @@ class Window(object):
         self.watch = None           # the backend's SourceWatch, set once the service changes are applied
         self.watched_at = None      # monotonic time of the last check
         self.started = []           # (name, epoch seconds) of every move sent, for the watch's alarm
+        self.halted = None          # (reason, why): nothing more is sent; the moves in flight are followed
 
     def load(self, items):
         self.pending.extend(items)
@@ -109,6 +111,8 @@ class Window(object):
                 self._follow(statuses)
                 self._watch()
             self.max_in_flight = max(self.max_in_flight, len(self.inflight))
+        if self.halted is not None:
+            raise self.end(*self.halted)
 
     def _refill(self):
         if self.pending and len(self.inflight) < self.size:
@@ -150,6 +154,16 @@ class Window(object):
             late = [name for name, started in self.started if started >= since]
             if late:
                 why += ('; sent after that: %s' % ', '.join(late))
+        if reason == SOURCE_ALIVE:
+            # The moves in flight land on live hosts: follow them to their end (an evacuation's later steps put
+            # each instance back in its state); only new sends stop.
+            self.halted = (reason, why)
+            self.watch = None
+            for item in self.pending:
+                self.record.add(item.subject, item.decision.move, outcome='not_started', message='not started: %s'
+                                % why)
+            self.pending.clear()
+            return
         raise self.end(reason, why)
 
     def _read(self, began):

@@ -13,8 +13,10 @@ reads the heartbeat itself, in the cloud's clock (the response's Date header):
               often).  Moves sent to a dead source fail (Nova refuses them, or its conductor times out
               and leaves the server in ERROR) or hang, so the drain stops sending.
   evacuation  the host is alive: a heartbeat newer than the one read once the service was forced down
-              (the run's own update moves it too, so the first read comes after it), or a service that is
-              not forced down and reads up.  An instance evacuated off a live host runs on both hosts
+              (the run's own update moves it too, so the first read comes after it), a service that is
+              not forced down and reads up, or, sooner than its first heartbeat, an evacuation record off
+              the host gone to `completed` (the drain's shared read already has them: no extra request),
+              which only the host's nova-compute does, as it starts.  An instance evacuated off a live host runs on both hosts
               until that host's nova-compute restarts, so the evacuation stops.
 
 Each check is one GET /os-services?host=H&binary=nova-compute.
@@ -37,8 +39,9 @@ class ServiceHeartbeat(SourceWatch):
     """The SourceWatch of an OpenStack drain or evacuation.  `read()` returns (service body, the cloud's
     clock minus ours or None); its first call is the baseline."""
 
-    def __init__(self, read, host, mode, clock=time.time):
+    def __init__(self, read, host, mode, clock=time.time, completed_evacuations=None):
         self.read = read
+        self.completed_evacuations = completed_evacuations    # () -> [(instance uuid, cloud epoch)]
         self.host = host
         self.mode = mode
         self.clock = clock
@@ -62,7 +65,13 @@ class ServiceHeartbeat(SourceWatch):
         return self._dead(body, beat)
 
     def _alive(self, body, beat):
-        if beat is not None and self.first_beat is not None and beat > self.first_beat:
+        cleaned = [moment for _uuid, moment in (self.completed_evacuations() if self.completed_evacuations else [])
+                   if moment is not None and self.first_beat is not None and moment >= self.first_beat]
+        if cleaned:
+            beat = min(cleaned)
+            seen = ('it removed its copy of %d evacuated instance(s) at %s, as a nova-compute does when it starts'
+                    % (len(cleaned), iso(beat)))
+        elif beat is not None and self.first_beat is not None and beat > self.first_beat:
             seen = 'its heartbeat moved from %s to %s' % (iso(self.first_beat), iso(beat))
         elif body.get('state') == 'up' and not body.get('forced_down'):
             seen = 'Nova reports it up'
@@ -70,8 +79,10 @@ class ServiceHeartbeat(SourceWatch):
             return None
         return (SOURCE_ALIVE,
                 'nova-compute on %s is running (%s while the evacuation ran): the host is not fenced, so the '
-                'evacuation stopped. Power the host off (fence it) before running it again: an instance '
-                'evacuated off a running host runs on both hosts until its nova-compute restarts' % (self.host, seen),
+                'evacuation stopped sending (the evacuations in flight were followed to their end). Power the '
+                'host off (fence it) before running it again: an instance evacuated off a running host runs on '
+                'both hosts until the host is off, or until its nova-compute restarts and removes its copies'
+                % (self.host, seen),
                 self._ours(beat))
 
     def _dead(self, body, beat):

@@ -43,6 +43,9 @@ class MigrationRecords(object):
         self.since = None
         self.cloud_offset = None     # the cloud's clock minus ours, from a Date header (None: unknown)
         self.missed = False          # the last shared read left out a move in flight
+        # Evacuations off the host whose record went to `completed`: only the source's nova-compute does that,
+        # as it starts and removes its copies of evacuated instances.  [(instance_uuid, updated_at epoch)]
+        self.completed_evacuations = []
 
     def start(self, host, response):
         """The run's first read of the host: the broad cursor, and the cloud's clock from its Date header."""
@@ -56,6 +59,10 @@ class MigrationRecords(object):
         params = {'source_compute': self.host, 'changes-since': iso(self.since or time.time() - CLOCK_SKEW_MARGIN)}
         latest = {}
         for record in self._call('GET', '/os-migrations', params=params).json()['migrations']:
+            if record.get('migration_type') == 'evacuation' and record.get('status') == 'completed':
+                seen = (record['instance_uuid'], epoch(record.get('updated_at')))
+                if seen not in self.completed_evacuations:
+                    self.completed_evacuations.append(seen)
             known = latest.get(record['instance_uuid'])
             if known is None or record['id'] > known['id']:
                 latest[record['instance_uuid']] = record

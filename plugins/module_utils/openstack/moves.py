@@ -722,7 +722,7 @@ class OpenStackMoves(moves.MoveBackend):
         """The heartbeat of the host's nova-compute (heartbeat.py): a drain stops when it dies, an
         evacuation when it lives."""
         return ServiceHeartbeat(service_reader(self.backend.nova, request.host, MOVES_MICROVERSION), request.host,
-                                request.mode)
+                                request.mode, completed_evacuations=lambda: self.records.completed_evacuations)
 
     # capacity ----------------------------------------------------------------------------------
 

@@ -113,7 +113,13 @@ def test_an_evacuation_whose_host_comes_back_names_the_moves_sent_after_it(clock
     assert 'sent after that: ' in caught.value.msg
     named = caught.value.msg.split('sent after that: ', 1)[1].split('.')[0].split(', ')
     assert sorted(named) == started_late
+    # Nothing more was sent, and the evacuations in flight were followed to their end.
     assert any(s['outcome'] == 'not_started' for s in servers)
+    assert details['totals']['in_flight'] == 0
+    assert all(s['outcome'] in ('moved', 'not_started') for s in servers)
+    assert sorted(s['id'] for s in servers if s['outcome'] == 'moved') == \
+        sorted(entry[1] for entry in cloud.log if entry[0] == 'start')
+    assert len(watch.checks) == len(set(watch.checks)) and watch.checks[-1] <= clock.now
 
 
 def test_a_watch_that_cannot_read_is_tried_again_and_the_run_goes_on(clock):

@@ -104,6 +104,32 @@ def test_an_evacuation_stops_when_the_heartbeat_moves_and_dates_it_in_this_machi
     assert 'Power the host off' in message
 
 
+def test_an_evacuation_stops_before_the_first_heartbeat_when_the_host_cleans_up_evacuated_instances():
+    service, cleaned = Service(state='down', forced_down=True), []
+    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0 + 5),
+                                       completed_evacuations=lambda: cleaned)
+    cleaned.append(('uuid-old', T0 - 100))        # an earlier run's, before the service was forced down
+    assert watch.check() is None
+    cleaned.extend([('uuid-1', T0 + 7), ('uuid-2', T0 + 8)])
+    reason, message, since = watch.check()
+    assert reason == SOURCE_ALIVE and since == T0 + 7
+    assert 'removed its copy of 2 evacuated instance(s)' in message
+
+
+def test_the_shared_read_keeps_the_evacuations_the_source_completed():
+    cloud = FakeCloud({('GET', '/os-migrations'): {'migrations': [
+        {'id': 1, 'instance_uuid': 'a', 'migration_type': 'evacuation', 'status': 'done', 'updated_at': stamp(T0)},
+        {'id': 2, 'instance_uuid': 'b', 'migration_type': 'evacuation', 'status': 'completed',
+         'updated_at': stamp(T0 + 3)},
+        {'id': 3, 'instance_uuid': 'c', 'migration_type': 'live-migration', 'status': 'completed',
+         'updated_at': stamp(T0 + 4)}]}})
+    backend = om.OpenStackMoves({}, backend=cloud)
+    backend.records.host = 'fake1'
+    backend.records.latest()
+    backend.records.latest()
+    assert backend.records.completed_evacuations == [('b', T0 + 3)]
+
+
 def test_an_evacuation_of_a_host_not_forced_down_stops_when_nova_reports_it_up():
     service = Service(state='down')
     watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0))
