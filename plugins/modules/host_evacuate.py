@@ -17,11 +17,14 @@ description:
     rescued instances follow O(suspended_policy), O(shelved_policy) and O(rescued_policy). Instances in
     error are reported and left alone unless O(error_policy) says otherwise. Each instance ends in the
     power state it started in.
-  - V(evacuate) (OpenStack only) rebuilds the instances of a dead host on other hosts, whatever their state,
+  - V(evacuate) on OpenStack rebuilds the instances of a dead host on other hosts, whatever their state,
     keeping each one's ID, ports and volumes. A server Nova will not evacuate as it is (paused, suspended,
     rescued, or stuck with a task) is reset to error first; a pending resize is confirmed first. Each then
     gets its earlier state back where the hypervisor allows it (see the notes). It is refused unless the
     host's compute service reports down, or the caller states the host is fenced and asks to force it down.
+  - V(evacuate) on libvirt brings the domains of a dead hypervisor up on O(target_host), from the backups
+    M(vmops.lifecycle.instance_snapshot) kept in a store that outlives the host (O(backup_uri)), or as they are
+    with O(shared_storage). It needs O(fenced=true), and a host that still answers is refused. See the notes.
   - At most O(window) moves are in flight at any time; the window is refilled as each move ends. The
     module finds ended moves with one shared read per cycle for all instances, never one read per instance.
   - A live move still running after O(deadline) seconds is aborted (or force-completed, see
@@ -46,8 +49,7 @@ options:
     required: true
   mode:
     description:
-      - V(drain) moves instances off a live host. V(evacuate) rebuilds the instances of a dead host elsewhere
-        (OpenStack only).
+      - V(drain) moves instances off a live host. V(evacuate) brings the instances of a dead host up elsewhere.
     type: str
     choices: [drain, evacuate]
     default: drain
@@ -84,8 +86,24 @@ options:
         It must be a known compute whose service is up. Exclusive with O(target_host).
       - It is left enabled and in those aggregates after the run (it now hosts the instances).
     type: str
+  backup_uri:
+    description:
+      - libvirt, V(evacuate) only. The libvirt URI of the host that keeps the backups (as M(vmops.lifecycle.instance_snapshot)
+        took them). Default the O(target_host).
+    type: str
+  backup_pool:
+    description:
+      - libvirt, V(evacuate) only. The storage pool of the O(backup_uri) host whose directory is the backup store.
+    type: str
+  backup_dir:
+    description:
+      - libvirt, V(evacuate) only. The directory of the backup store on the O(backup_uri) host. Default
+        C(/var/lib/libvirt/images/vmops-backups).
+    type: str
   shared_storage:
     description:
+      - On libvirt, the dead host's disk paths are reachable, unchanged, from O(target_host). A domain whose every
+        disk exists there is defined on them as it is, not restored from its backup.
       - V(evacuate) only. The computes keep instance disks on shared storage (Ceph RBD C(images_type=rbd), an
         NFS C(instances_path)), so an image-backed server's root disk survives the evacuation. The Nova API
         does not show this. Without it, the plan and the result say that such a disk is recreated from its
@@ -284,6 +302,12 @@ notes:
     recreates it from its image. Attached volumes are always kept. A server that evacuation cannot bring
     back is relaunched from its newest snapshot by the C(disaster_recovery) role (a new ID).
     Shelved (not offloaded) servers follow O(shelved_policy) (V(fail) refuses the run, else skipped).
+  - On libvirt, V(evacuate) takes every domain of the backup store whose newest complete backup was taken on the dead
+    host (named by O(libvirt_uri), or O(host) as a URI, probed once for up to 10 s), or those of O(instances), and
+    brings each up on O(target_host) one at a time. Its disks are written there from that backup through libvirt's
+    storage API (so it holds the data as of the backup, C(data_as_of) in the result), and it gets the power state
+    recorded with the backup (or O(power_state)); a suspended one comes back stopped. A domain already defined on
+    the target is skipped, so a rerun changes nothing. Nothing is deleted from the store.
   - A suspended or rescued server whose move is interrupted between its steps (for example resumed and
     moved, but not yet suspended again) is, on a rerun, no longer on the host. Its original state is
     in the failed run's report, not in the cloud.
@@ -323,6 +347,15 @@ EXAMPLES = r'''
     mode: evacuate
     fenced: true
     force_down: true
+
+- name: The libvirt host kvm3 is dead and powered off, bring its domains up on kvm4 from their backups kept there
+  vmops.lifecycle.host_evacuate:
+    libvirt_uri: qemu+ssh://root@kvm3/system
+    host: kvm3
+    mode: evacuate
+    fenced: true
+    target_host: qemu+ssh://root@kvm4/system
+    backup_uri: qemu+ssh://root@kvm4/system
 
 - name: Compute5 is dead, bring its servers up on the spare compute9 (kept disabled until now)
   vmops.lifecycle.host_evacuate:
@@ -427,6 +460,9 @@ def main():
             timeout=dict(type='int', default=3600),
             reserved_host=dict(type='str'),
             shared_storage=dict(type='bool', default=False),
+            backup_uri=dict(type='str'),
+            backup_pool=dict(type='str'),
+            backup_dir=dict(type='str'),
         ),
         supports_check_mode=True,
     )
@@ -451,8 +487,10 @@ def converge(module):
     else:
         libvirt_moves.validate_options(params)
     moves.validate_request(request, backend_name)
-    if backend_name != 'openstack' and (params['reserved_host'] or params['shared_storage']):
-        raise InvalidRequest('reserved_host and shared_storage apply to the OpenStack backend (mode=evacuate) only.')
+    if backend_name != 'openstack' and params['reserved_host']:
+        raise InvalidRequest('reserved_host applies to the OpenStack backend (mode=evacuate) only.')
+    if backend_name == 'openstack' and any(params[name] for name in ('backup_uri', 'backup_pool', 'backup_dir')):
+        raise InvalidRequest('backup_uri, backup_pool and backup_dir apply to the libvirt backend (mode=evacuate) only.')
     backend = open_with(module, {'openstack': OpenStackMoves, 'libvirt': libvirt_moves.open_backend})
     with backend:
         try:

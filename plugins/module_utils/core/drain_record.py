@@ -10,7 +10,8 @@ also appended there as one JSON line.
 
 Two keys a backend may leave in `handle.data` for the record: `places` ({host: state}, where the instance
 was found on each host once its move ended, `unknown` for a host that could not be read) is reported as
-the entry's `places`; `changed: False` on a failed move says that it left everything as it was (the
+the entry's `places`; `report` ({key: value}) adds facts of the backend's own to the entry (a libvirt
+evacuation's `data_as_of` and `steps`); `changed: False` on a failed move says that it left everything as it was (the
 instance where and as it was, nothing left behind), so that it does not count as a change.
 """
 
@@ -65,6 +66,8 @@ class DrainRecord(object):
             entry['migration_id'] = handle.data.get('migration_id') or handle.subject.details.get('migration_id')
         if handle is not None and handle.data.get('places'):
             entry['places'] = dict(handle.data['places'])
+        if handle is not None and handle.data.get('report'):
+            entry.update(handle.data['report'])
         if outcome == 'failed' and handle is not None and handle.data.get('changed') is False:
             self.unchanged.add(subject.id)
         else:

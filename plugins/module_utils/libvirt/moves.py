@@ -41,7 +41,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, ConnectionFailed, InvalidRequest, RequestFailed)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import whereabouts
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import evacuation, whereabouts
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import (
     HAS_LIBRARY, _interpret, _uuid_or_none, host_uuid)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import (
@@ -59,18 +59,17 @@ PEER_LOST_ABORT = 10.0
 PEER_LOST_GIVE_UP = 40.0
 
 
-def is_uri(text):
-    return bool(text) and '://' in text
+is_uri = evacuation.is_uri
 
 
 def validate_options(params):
     """Refuse what the libvirt backend cannot do, before connecting (module params as a dict)."""
     if params.get('mode', 'drain') == 'evacuate':
-        raise InvalidRequest(
-            'mode=evacuate is not available on libvirt: evacuation rebuilds instances of a dead host from a '
-            'shared control plane (Nova), and libvirt hosts have none; the definitions and disks live on the '
-            'dead host. Recover the host, or define the domains on another host from backups '
-            '(vmops.lifecycle.instance_restore). A live host is emptied with mode=drain.')
+        return evacuation.validate_options(params)
+    for name in ('shared_storage', 'backup_uri', 'backup_pool', 'backup_dir'):
+        if params.get(name):
+            raise InvalidRequest('%s applies to mode=evacuate only on libvirt (a drain finds out which disks are '
+                                 'shared itself).' % name)
     if not params.get('target_host'):
         raise InvalidRequest('target_host is required on libvirt (there is no scheduler to pick one): the '
                              'libvirt URI of the destination host as this controller reaches it, for example '
@@ -586,7 +585,10 @@ def _message(handle, status):
 
 def open_backend(params):
     """The libvirt MoveBackend for host_evacuate's options (a dict); validate_options() first.  Named
-    `instances` that are on neither host are refused here, before anything changes."""
+    `instances` that are on neither host are refused here, before anything changes.  mode=evacuate gets the
+    evacuation of a dead host (evacuation.py)."""
+    if params.get('mode', 'drain') == 'evacuate':
+        return evacuation.open_backend(params)
     source = validate_options(params)
     backend = LibvirtMoves(source, params['target_host'], migration_uri=params.get('migration_uri'),
                            bandwidth=params.get('migration_bandwidth'),

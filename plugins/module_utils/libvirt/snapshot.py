@@ -41,7 +41,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot impo
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
     DOMAIN_XML, INCOMPLETE, MANIFEST, MISSING, STAGING_DIR, BackupStore, open_store)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt, redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
 
 MANIFEST_FORMAT = 1
@@ -416,6 +416,9 @@ class LibvirtSnapshots(SnapshotDriver):
             'guest_paused_seconds': job['guest_paused_seconds'], 'disks': manifest_disks,
             'metadata': dict(request.metadata or {}), 'recorded': _recorded(ref, live),
             'secrets_removed': secrets_removed, 'method': method, 'complete': True,
+            # Where and how the domain was: what evacuating a dead host (evacuation.py) brings back.
+            'host': {'hostname': self.conn.getHostname(), 'uri': redact_uri(self.backend.uri)},
+            'power_state': self.observe(ref).state,
         }
         self.store.write(domain, name, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8'))
         return manifest

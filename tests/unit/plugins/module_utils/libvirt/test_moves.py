@@ -389,7 +389,7 @@ LIVE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt
 # --- options -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('params, text', [
-    (dict(mode='evacuate', target_host=DST, libvirt_uri=SRC), 'not available on libvirt'),
+    (dict(mode='evacuate', target_host=DST, libvirt_uri=SRC), 'needs fenced=true'),
     (dict(libvirt_uri=SRC), 'target_host is required'),
     (dict(libvirt_uri=SRC, target_host='host4'), 'must be a libvirt URI'),
     (dict(libvirt_uri=SRC, target_host=DST, migration_uri='10.0.0.4'), 'migration_uri must be a libvirt URI'),
