@@ -16,9 +16,14 @@ description:
     host's inventories and usages in Placement) and returns the plan of a rolling maintenance over O(hosts).
     It says which hosts go down together, in which order, and where each instance goes.
   - An instance leaves a host only for a host already maintained or a host outside the roll, so no instance
-    moves twice. Anti-affinity members never share a host, the affinity members on a host move together to
-    one host, and instances stay in their availability zone. On every host after every move, used plus moved
-    in stays within C((total - reserved) * allocation_ratio) for vCPU, RAM and disk.
+    moves twice. Anti-affinity members never share a host and instances stay in their availability zone.
+    On every host after every move, used plus moved in stays within C((total - reserved) * allocation_ratio)
+    for vCPU, RAM and disk.
+  - Nova's scheduler moves no member of an affinity group away from the others, so a roll that must drain a
+    host holding affinity members is refused, naming the group and the host; leave that host out of O(hosts)
+    (it still takes instances) or move the group first. An anti-affinity member never lands on a host that
+    another member of its group left during the roll, since Nova's late group check on that host may still
+    count the member that left.
   - Instance states follow the policies of M(vmops.lifecycle.host_evacuate), with the same defaults.
   - Changes nothing, in check mode or not; RV(changed) is always false.
   - When no such plan exists, the module fails. Its message says how much vCPU, RAM and disk to add per
@@ -223,7 +228,8 @@ refusals:
     - Why no plan exists, one entry per cause, each with C(reason) and C(message). V(capacity) gives C(az),
       C(hosts) (the hosts that cannot go), C(missing), C(largest) (the largest instances on those hosts) and
       C(anti_affinity_groups) (groups with members there). V(state) and V(az) give C(instance), C(id) and C(host).
-      V(affinity) gives C(group) and its C(hosts) or C(host).
+      V(affinity) gives C(group) and its C(hosts) or C(host) (and C(instances), the IDs of the members that
+      would have to move).
     - Empty when the plan is usable.
   returned: always
   type: list

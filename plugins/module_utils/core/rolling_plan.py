@@ -25,6 +25,13 @@ When the room is not there, the plan says how much is missing, per availability 
 operator can add a spare host before anything moves.
 
 Resumable: hosts listed in `maintained` are not drained again and already count as destinations.
+
+Two limits of a scheduler that checks every move (Nova's), each a switch of plan_roll:
+  * move_affinity=False: a member of an affinity group cannot be moved at all (the scheduler accepts only
+    hosts where the group already is), so a roll that must drain one is refused, naming the group and host;
+  * reuse_group_sources=False: a host that a member of an anti-affinity group left during the roll takes
+    no other member of that group.  Right after a move the compute's own late check (and the scheduler's
+    cached view) still counts the member on its source host, and a planned move onto it would be refused.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -169,7 +176,7 @@ def _policy_request(policies):
 
 
 def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max_batch=1,
-              max_moves_in_flight=None, policies=None):
+              max_moves_in_flight=None, policies=None, move_affinity=True, reuse_group_sources=True):
     """Plan the roll.
 
     hosts: [RollHost] of every host that may take part (the roll, the rest of the cloud, the spares);
@@ -178,7 +185,10 @@ def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max
     the roll that are there to take instances (listed in hosts); excluded: hosts that take nothing
     (disabled or down); max_batch: hosts down at once; max_moves_in_flight: moves at once across the
     cloud (each host of a batch gets an equal share as its window, so a batch has at most that many
-    hosts); policies: host_evacuate's suspended/shelved/rescued/error_policy.
+    hosts); policies: host_evacuate's suspended/shelved/rescued/error_policy; move_affinity: False when
+    the backend cannot move a member of an affinity group (the plan refuses to drain one);
+    reuse_group_sources: False to keep an anti-affinity group's members off the hosts another member
+    left during the roll (see the module's docstring).
     """
     if max_batch < 1:
         raise InvalidRequest('max_batch must be at least 1, got %s.' % max_batch)
@@ -217,6 +227,8 @@ def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max
 
     refusals = []
     units, stays, offloads = _units_per_host(roll, done, on_host, by_name, request, refusals)
+    if not move_affinity:
+        _refuse_affinity_moves(units, refusals)
     if refusals:
         return RollingPlan([], refusals, {}, done)
 
@@ -258,8 +270,9 @@ def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max
             for unit in units[name]:                  # the instances leave: their room on the host is freed
                 for i in range(3):
                     host.used[i] -= unit.size[i]
-                for group in unit.anti_groups:
-                    host.groups[group] -= 1
+                if reuse_group_sources:     # else the member's ghost stays: no other member lands here
+                    for group in unit.anti_groups:
+                        host.groups[group] -= 1
             for instance in offloads[name]:
                 for i in range(3):
                     host.used[i] -= instance.size[i]
@@ -342,6 +355,23 @@ def _units_per_host(roll, done, on_host, by_name, request, refusals):
         # The biggest first: the hardest to fit gets the most choice.
         units[name].sort(key=lambda unit: (-unit.size[1], -unit.size[0], -unit.size[2], unit.members[0].id))
     return units, stays, offloads
+
+
+def _refuse_affinity_moves(units, refusals):
+    """The backend's scheduler will not move an affinity member away from the others: refuse each such unit."""
+    for name in sorted(units):
+        for unit in units[name]:
+            member = unit.members[0]
+            if not (member.group and member.policy == 'affinity'):
+                continue
+            names = ', '.join('%s (%s)' % (m.name, m.id) for m in unit.members)
+            refusals.append({
+                'reason': 'affinity', 'group': member.group, 'host': name,
+                'instances': [m.id for m in unit.members],
+                'message': 'affinity group %s has %d member(s) on %s, a host of the roll: %s. The compute '
+                           'scheduler moves no member of an affinity group away from the others, so they cannot '
+                           'be drained. Leave %s out of the roll (it can still take instances), or move the '
+                           'group yourself before the roll.' % (member.group, len(unit.members), name, names, name)})
 
 
 def _place_host(pool, units, load):

@@ -11,6 +11,11 @@ Which hosts take part, when the options leave it open:
     `excluded_hosts`.  A host of the roll that is disabled now (a run that stopped midway) still counts
     as a destination once its batch is done, since the roll enables each host again after its work;
   * a spare host must be enabled and up: a disabled one would take nothing.
+
+Nova's scheduler checks each planned move, so the plan keeps to what it accepts: no member of an affinity
+group is drained (ServerGroupAffinityFilter accepts only the hosts where the group already is), and no
+anti-affinity member lands on a host that another member of its group left during the roll (the
+destination's late group check still counts a member whose migration is not yet finished there).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -60,7 +65,8 @@ class RollingPlanReader(object):
         policies = dict((key, params[key]) for key in POLICY_OPTIONS if params.get(key) is not None)
         plan = plan_roll(hosts, instances, choice['roll'], maintained=choice['maintained'],
                          spares=choice['spares'], excluded=choice['excluded'], max_batch=params['max_batch'],
-                         max_moves_in_flight=params.get('max_moves_in_flight'), policies=policies)
+                         max_moves_in_flight=params.get('max_moves_in_flight'), policies=policies,
+                         move_affinity=False, reuse_group_sources=False)
         name_what_waits(plan, instances)
         result = roll_result(plan)
         result.update(roll=choice['roll'], spare_hosts=choice['spares'], excluded=choice['excluded_why'],

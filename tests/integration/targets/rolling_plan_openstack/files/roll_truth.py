@@ -121,7 +121,24 @@ def check(conn, plan):
         if server.compute_host in batch_of and server.id not in listed and server.status != 'SHELVED_OFFLOADED':
             problems.append('%s on %s (batch %d) is not in the plan'
                             % (server.name, server.compute_host, batch_of[server.compute_host]))
-    for group in conn.compute.server_groups(all_projects=True):
+    groups = list(conn.compute.server_groups(all_projects=True))
+    group_of = dict((member, group) for group in groups for member in group.member_ids)
+    left = collections.defaultdict(dict)        # anti-affinity group id -> {host a member left: batch}
+    for number, batch in enumerate(plan['batches'], 1):
+        for move in batch['moves']:
+            group = group_of.get(move['id'])
+            name = servers[move['id']].name if move['id'] in servers else move['id']
+            if group is not None and group.policy == 'affinity':
+                problems.append('%s, a member of affinity group %s, is moved (Nova refuses it)' % (name, group.name))
+            if group is not None and group.policy == 'anti-affinity':
+                if move['to'] in left[group.id]:
+                    problems.append('%s lands on %s, which another member of %s left in batch %d'
+                                    % (name, move['to'], group.name, left[group.id][move['to']]))
+        for move in batch['moves']:
+            group = group_of.get(move['id'])
+            if group is not None and group.policy == 'anti-affinity':
+                left[group.id].setdefault(move['from'], number)
+    for group in groups:
         hosts = [end.get(member) for member in group.member_ids if end.get(member)]
         if group.policy == 'anti-affinity' and len(hosts) != len(set(hosts)):
             problems.append('anti-affinity group %s shares hosts at the end: %s' % (group.name, sorted(hosts)))

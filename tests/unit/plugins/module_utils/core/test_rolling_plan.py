@@ -6,7 +6,8 @@
 `RollChecker` replays a plan batch by batch on its own copy of the cloud and asserts every invariant:
 each instance moves at most once, only to a host already maintained or outside the roll, within its
 availability zone, never past Placement's capacity, never breaking a server group; every host of the
-roll goes down once, empty of everything that must leave.
+roll goes down once, empty of everything that must leave.  With a scheduler's limits (Nova's), also: no
+affinity member moves, and no anti-affinity member lands where another member of its group left.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -34,7 +35,8 @@ FLAVORS = [(1, 512, 1), (1, 1024, 10), (2, 2048, 20), (2, 4096, 40), (4, 8192, 8
 class RollChecker(object):
     """Replays a plan on its own model of the cloud; every assertion names the invariant it guards."""
 
-    def __init__(self, hosts, instances, roll, maintained=(), excluded=(), max_batch=1, max_moves_in_flight=None):
+    def __init__(self, hosts, instances, roll, maintained=(), excluded=(), max_batch=1, max_moves_in_flight=None,
+                 move_affinity=True, reuse_group_sources=True):
         self.spec = dict((h.name, h) for h in hosts)
         self.where = dict((i.id, i.host) for i in instances)
         self.instances = dict((i.id, i) for i in instances)
@@ -53,6 +55,9 @@ class RollChecker(object):
                     if i.host == host.name:
                         self.used[host.name] = [a + b for a, b in zip(self.used[host.name], i.size)]
         self.moved = collections.Counter()
+        self.move_affinity = move_affinity
+        self.reuse_group_sources = reuse_group_sources
+        self.left_by_group = collections.defaultdict(set)     # anti-affinity group -> hosts a member left
 
     def limit(self, name, k):
         h = self.spec[name]
@@ -86,6 +91,11 @@ class RollChecker(object):
             target = move['to']
             if target is not None:
                 assert EXPECTED[instance.state] == 'move', 'a %s instance is moved' % instance.state
+                assert self.move_affinity or instance.policy != 'affinity', \
+                    'an affinity member is moved, which the scheduler refuses: %s' % move
+                if instance.policy == 'anti-affinity' and not self.reuse_group_sources:
+                    assert target not in self.left_by_group[instance.group], \
+                        'lands where a member of its anti-affinity group left during the roll: %s' % move
                 assert target not in down, 'lands on a host of its own batch: %s' % move
                 assert target not in self.roll or target in self.maintained, \
                     'lands on a host still to be maintained (it would move again): %s' % move
@@ -96,6 +106,8 @@ class RollChecker(object):
                 assert EXPECTED[instance.state] == 'offload', 'a %s instance is offloaded' % instance.state
             self.used[move['from']] = [a - b for a, b in zip(self.used[move['from']], instance.size)]
             self.where[move['id']] = target
+            if instance.policy == 'anti-affinity':
+                self.left_by_group[instance.group].add(move['from'])
         for instance_id, host in self.where.items():
             if host in down:
                 state = self.instances[instance_id].state
@@ -414,3 +426,71 @@ def test_interrupted_roll_resumed_moves_nobody_twice(seed):
         checker.check_batch(batch)
     assert checker.maintained == set(roll)
     assert max(checker.moved.values()) == 1
+
+
+def must_refuse_affinity(instances, roll, maintained=()):
+    """(group, host) of every affinity member that a roll would have to move: written out here, apart from
+    the planner, from EXPECTED."""
+    todo = set(roll) - set(maintained)
+    return set((i.group, i.host) for i in instances
+               if i.policy == 'affinity' and i.host in todo and EXPECTED[i.state] == 'move')
+
+
+@pytest.mark.parametrize('seed', range(30))
+def test_with_the_schedulers_limits_affinity_hosts_are_refused_and_group_sources_avoided(seed):
+    """Nova's limits: an affinity member cannot be moved (the plan refuses, naming group and host), and an
+    anti-affinity member never lands where another member of its group left.  Leaving the refused hosts out
+    of the roll gives a plan that keeps both."""
+    rnd = random.Random(5000 + seed)
+    hosts, instances, roll, spares = generate_cloud(seed, azs=rnd.randint(1, 2), hosts_per_az=rnd.randint(3, 8),
+                                                    fill=0.4, spares_per_az=1,
+                                                    states=['running', 'stopped', 'paused', 'suspended'])
+    limits = dict(move_affinity=False, reuse_group_sources=False)
+    max_batch = rnd.choice([1, 2, 3])
+    plan = plan_roll(hosts, instances, roll, spares=spares, max_batch=max_batch, **limits)
+    expected = must_refuse_affinity(instances, roll)
+    refused = set((r['group'], r['host']) for r in plan.refusals if r['reason'] == 'affinity')
+    assert refused == expected
+    for refusal in plan.refusals:
+        if refusal['reason'] == 'affinity':
+            assert refusal['host'] in refusal['message'] and 'out of the roll' in refusal['message']
+    if not expected:
+        assert plan.ok, plan.refusals
+    roll = [name for name in roll if name not in set(host for _group, host in expected)]
+    plan = plan_roll(hosts, instances, roll, spares=spares, max_batch=max_batch, **limits)
+    assert plan.ok, plan.refusals
+    RollChecker(hosts, instances, roll, max_batch=max_batch, **limits).check(plan)
+
+
+def test_an_anti_affinity_member_does_not_land_where_another_left():
+    """web1 leaves a for the spare; without the limit web2 lands on a (maintained just before), with it
+    web2 goes elsewhere."""
+    hosts, instances, roll = _small_cloud()
+    roll = ['a', 'b']
+    plan = plan_roll(hosts, instances, roll, spares=['spare'])
+    assert [(m['instance'], m['to']) for m in plan.batches[1]['moves']] == [('web2', 'a')]
+    plan = plan_roll(hosts, instances, roll, spares=['spare'], reuse_group_sources=False)
+    assert [(m['instance'], m['to']) for m in plan.batches[1]['moves']] == [('web2', 'c')]
+    RollChecker(hosts, instances, roll, reuse_group_sources=False).check(plan)
+
+
+def test_checker_catches_a_move_onto_a_group_source_and_an_affinity_move():
+    hosts, instances, roll = _small_cloud()
+    plan = plan_roll(hosts, instances, ['a', 'b'], spares=['spare'], reuse_group_sources=False)
+    plan.batches[1]['moves'][0]['to'] = 'a'
+    with pytest.raises(AssertionError, match='where a member of its anti-affinity group left'):
+        RollChecker(hosts, instances, ['a', 'b'], reuse_group_sources=False).check(plan)
+    plan = plan_roll(hosts, instances, roll, spares=['spare'])
+    with pytest.raises(AssertionError, match='affinity member is moved'):
+        RollChecker(hosts, instances, roll, move_affinity=False).check(plan)
+
+
+def test_affinity_refusal_names_group_host_and_members():
+    hosts, instances, roll = _small_cloud()
+    plan = plan_roll(hosts, instances, roll, spares=['spare'], move_affinity=False)
+    assert not plan.ok and plan.batches == []
+    assert [(r['reason'], r['group'], r['host']) for r in plan.refusals] == [('affinity', 'g-aff', 'c')]
+    assert sorted(plan.refusals[0]['instances']) == ['3', '4']
+    assert 'db1' in plan.refusals[0]['message'] and 'db2' in plan.refusals[0]['message']
+    plan = plan_roll(hosts, instances, roll, spares=['spare'], maintained=['c'], move_affinity=False)
+    assert plan.ok

@@ -234,3 +234,31 @@ def test_a_refusal_names_the_anti_affinity_group_that_blocks_with_room_enough():
     refusal = refused.value.details['refusals'][0]
     assert refusal['anti_affinity_groups'] == ['g-anti'] and 'no two on one host): g-anti' in refused.value.msg
     assert refused.value.details['missing'] == {'nova': {'vcpus': 1, 'ram_mb': 1024, 'disk_gb': 10}}
+
+
+def test_an_affinity_group_on_a_host_of_the_roll_is_refused_naming_group_and_host():
+    """Nova's scheduler will not move an affinity member: the plan refuses before anything moves, and the
+    same group on a host outside the roll is no obstacle (it takes instances)."""
+    servers = [_server('f1', 'c2'), _server('f2', 'c2'), _server('x1', 'c1')]
+    group = {'id': 'g-aff', 'name': 'db', 'policy': 'affinity', 'members': ['f1', 'f2']}
+    cloud = FakeRollCloud(servers, groups=[group])
+    with pytest.raises(RollRefused) as refused:
+        cloud.plan(hosts=['c1', 'c2'])
+    affinity = [r for r in refused.value.details['refusals'] if r['reason'] == 'affinity']
+    assert [(r['group'], r['host']) for r in affinity] == [('g-aff', 'c2')]
+    assert 'Leave c2 out of the roll' in refused.value.msg
+    result = cloud.plan(hosts=['c1', 'c3'])
+    assert result['ok'] and result['totals']['moves'] == 1
+
+
+def test_an_anti_affinity_member_avoids_the_host_another_member_left():
+    """a1 leaves c1 in batch 1; a2 (on c2, batch 2) must not land on c1, where Nova's late check may still
+    count a1."""
+    servers = [_server('a1', 'c1'), _server('a2', 'c2')]
+    group = {'id': 'g-anti', 'name': 'web', 'policy': 'anti-affinity', 'members': ['a1', 'a2']}
+    services = [_service(name) for name in ('c1', 'c2', 'c3', 'c4')]
+    cloud = FakeRollCloud(servers, groups=[group], services=services)
+    result = cloud.plan(hosts=['c1', 'c2'])
+    moves = dict((m['id'], m) for m in result['batches'][0]['moves'] + result['batches'][1]['moves'])
+    assert moves['a2']['to'] != moves['a1']['from'] and moves['a1']['to'] != moves['a2']['from']
+    _assert_move_once(cloud, result, anti_affinity=[group['members']])
