@@ -22,8 +22,8 @@ description:
   - Nova's scheduler moves no member of an affinity group away from the others, so a roll that must drain a
     host holding affinity members is refused, naming the group and the host; leave that host out of O(hosts)
     (it still takes instances) or move the group first. An anti-affinity member never lands on a host that
-    another member of its group left during the roll, since Nova's late group check on that host may still
-    count the member that left.
+    another member of its group left by a live move during the roll, since Nova's scheduler may still count
+    the member that left there.
   - Instance states follow the policies of M(vmops.lifecycle.host_evacuate), with the same defaults.
   - Changes nothing, in check mode or not; RV(changed) is always false.
   - When no such plan exists, the module fails. Its message says how much vCPU, RAM and disk to add per

@@ -29,9 +29,11 @@ Resumable: hosts listed in `maintained` are not drained again and already count 
 Two limits of a scheduler that checks every move (Nova's), each a switch of plan_roll:
   * move_affinity=False: a member of an affinity group cannot be moved at all (the scheduler accepts only
     hosts where the group already is), so a roll that must drain one is refused, naming the group and host;
-  * reuse_group_sources=False: a host that a member of an anti-affinity group left during the roll takes
-    no other member of that group.  Right after a move the compute's own late check (and the scheduler's
-    cached view) still counts the member on its source host, and a planned move onto it would be refused.
+  * reuse_group_sources=False: a host that a member of an anti-affinity group left by a live move during
+    the roll takes no other member of that group.  After a live move the scheduler's cached view of the
+    source host still holds the member until the compute's periodic sync (and the destination's late
+    check counts a migration not yet closed), so a planned move onto it would be refused.  A cold move
+    is confirmed by the drain, which clears both.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -44,7 +46,7 @@ import heapq
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.drain_request import MoveRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
-    FAIL, NONE, OFFLOAD, SKIP, UNMOVABLE, MoveSubject, policy_decision)
+    FAIL, LIVE, NONE, OFFLOAD, SKIP, UNMOVABLE, MoveSubject, policy_decision)
 
 RESOURCES = ('vcpus', 'ram_mb', 'disk_gb')
 
@@ -188,7 +190,7 @@ def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max
     hosts); policies: host_evacuate's suspended/shelved/rescued/error_policy; move_affinity: False when
     the backend cannot move a member of an affinity group (the plan refuses to drain one);
     reuse_group_sources: False to keep an anti-affinity group's members off the hosts another member
-    left during the roll (see the module's docstring).
+    left by a live move during the roll (see the module's docstring).
     """
     if max_batch < 1:
         raise InvalidRequest('max_batch must be at least 1, got %s.' % max_batch)
@@ -270,7 +272,7 @@ def plan_roll(hosts, instances, roll, maintained=(), spares=(), excluded=(), max
             for unit in units[name]:                  # the instances leave: their room on the host is freed
                 for i in range(3):
                     host.used[i] -= unit.size[i]
-                if reuse_group_sources:     # else the member's ghost stays: no other member lands here
+                if reuse_group_sources or unit.decisions[0].move != LIVE:    # else its ghost stays there
                     for group in unit.anti_groups:
                         host.groups[group] -= 1
             for instance in offloads[name]:

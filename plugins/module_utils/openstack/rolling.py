@@ -14,8 +14,8 @@ Which hosts take part, when the options leave it open:
 
 Nova's scheduler checks each planned move, so the plan keeps to what it accepts: no member of an affinity
 group is drained (ServerGroupAffinityFilter accepts only the hosts where the group already is), and no
-anti-affinity member lands on a host that another member of its group left during the roll (the
-destination's late group check still counts a member whose migration is not yet finished there).
+anti-affinity member lands on a host that another member of its group left by a live move during the roll
+(the scheduler's cached view holds the member there until the compute's periodic sync).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -123,7 +123,7 @@ def check(conn, plan):
                             % (server.name, server.compute_host, batch_of[server.compute_host]))
     groups = list(conn.compute.server_groups(all_projects=True))
     group_of = dict((member, group) for group in groups for member in group.member_ids)
-    left = collections.defaultdict(dict)        # anti-affinity group id -> {host a member left: batch}
+    left = collections.defaultdict(dict)        # anti-affinity group id -> {host a member left live: batch}
     for number, batch in enumerate(plan['batches'], 1):
         for move in batch['moves']:
             group = group_of.get(move['id'])
@@ -136,7 +136,7 @@ def check(conn, plan):
                                     % (name, move['to'], group.name, left[group.id][move['to']]))
         for move in batch['moves']:
             group = group_of.get(move['id'])
-            if group is not None and group.policy == 'anti-affinity':
+            if group is not None and group.policy == 'anti-affinity' and move['move'] == 'live':
                 left[group.id].setdefault(move['from'], number)
     for group in groups:
         hosts = [end.get(member) for member in group.member_ids if end.get(member)]
