@@ -303,7 +303,8 @@ notes:
     back is relaunched from its newest snapshot by the C(disaster_recovery) role (a new ID).
     Shelved (not offloaded) servers follow O(shelved_policy) (V(fail) refuses the run, else skipped).
   - On libvirt, V(evacuate) takes every domain of the backup store whose newest complete backup was taken on the dead
-    host (named by O(libvirt_uri), or O(host) as a URI, probed once for up to 10 s), or those of O(instances), and
+    host (named by O(libvirt_uri), or O(host) as a URI, probed for up to 10 s, and again every 5 s during the run; one
+    that answers stops it before the next domain), or those of O(instances), and
     brings each up on O(target_host) one at a time. Its disks are written there from that backup through libvirt's
     storage API (so it holds the data as of the backup, C(data_as_of) in the result), and it gets the power state
     recorded with the backup (or O(power_state)); a suspended one comes back stopped. A domain already defined on

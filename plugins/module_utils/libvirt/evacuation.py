@@ -16,6 +16,8 @@ outlives the host: the backup store that instance_snapshot writes (backup_store.
     on the target, the definition is defined there as it is; otherwise its newest verified backup is written
     to the target through its storage API and defined (restore.py's relaunch).  A disk path already taken on
     the target without `shared_storage` fails that domain alone: the file may be another domain's disk.
+  * While it runs, the dead host is probed again every DeadHostWatch.every seconds (the core's SourceWatch): one
+    that answers stops the run before the next domain (SOURCE_ALIVE), since its guests may run there too.
   * Then the power state the manifest recorded (or `power_state`): running started, paused started paused,
     stopped left off; suspended comes back stopped (its saved memory stayed on the dead host), said so.
   * The core drives it like any other move (core/drain*.py), one domain at a time: the same plan, check
@@ -36,6 +38,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend import describe
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, InvalidRequest, VmopsError)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import SOURCE_ALIVE, SourceWatch
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import LibvirtBackend
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
@@ -45,6 +48,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.restore im
 
 # How long the dead host may take to answer the one probe (a powered-off host behind TCP never answers).
 PROBE_SECONDS = 10.0
+WATCH_PROBE_SECONDS = 3.0   # each probe of the watch, during the run
 SHARED = 'shared'
 
 
@@ -101,6 +105,24 @@ def probe(uri, seconds=PROBE_SECONDS, opener=None):
     return False, outcome.get('error') or 'no answer within %s s' % seconds
 
 
+class DeadHostWatch(SourceWatch):
+    """The SourceWatch of a libvirt evacuation: the dead host must stay dead (a probe that gets an answer)."""
+
+    every = 5.0
+
+    def __init__(self, uri, label, prober=probe, clock=time.time):
+        self.uri, self.label, self.prober, self.clock = uri, label, prober, clock
+
+    def check(self):
+        seen_at = self.clock()
+        answered, said = self.prober(self.uri, WATCH_PROBE_SECONDS)
+        if not answered:
+            return None
+        return (SOURCE_ALIVE, '%s answers again (%s): its domains may run there as well as on the target. Fence '
+                'it (power it off or isolate it), then look at each domain brought up so far; nothing more is started, '
+                'and a rerun skips what is already on the target' % (self.label, said), seen_at)
+
+
 class _Relaunch(object):
     """What restore.py's relaunch reads of a request: the evacuation starts each domain itself."""
     power_state = 'stopped'
@@ -113,7 +135,9 @@ class LibvirtEvacuation(moves.MoveBackend):
     name = 'libvirt'
     default_window = 1
 
-    def __init__(self, target, store, dead_uri, dead_label=None, shared_storage=False, timeout=None, restorer=None):
+    def __init__(self, target, store, dead_uri, dead_label=None, shared_storage=False, timeout=None, restorer=None,
+                 prober=probe):
+        self.prober = prober
         self.target = target
         self.store = store
         self.restorer = restorer or LibvirtRestorer(target, store=store)
@@ -219,6 +243,9 @@ class LibvirtEvacuation(moves.MoveBackend):
 
     def locate(self, ref):
         return None
+
+    def source_watch(self, request):
+        return DeadHostWatch(self.dead_uri, self.dead_label, self.prober)
 
     # --- the plan
 
@@ -373,7 +400,7 @@ def open_backend(params, prober=probe):
         target.close()
         raise
     backend = LibvirtEvacuation(target, store, dead, params.get('host') if not is_uri(params.get('host')) else dead,
-                                bool(params.get('shared_storage')), params.get('timeout'))
+                                bool(params.get('shared_storage')), params.get('timeout'), prober=prober)
     try:
         backend.check_instances(params.get('instances'), params['host'])
     except Exception:

@@ -190,9 +190,13 @@ class Restorer(object):
         return None, {}
 
 
-def evacuation_of(target, store, shared_storage=False):
+def dead(uri, seconds=None):
+    return False, 'Failed to connect socket: Connection refused'
+
+
+def evacuation_of(target, store, shared_storage=False, prober=dead):
     return evacuation.LibvirtEvacuation(target, store, DEAD, 'h1', shared_storage, 600,
-                                        restorer=Restorer(target, store))
+                                        restorer=Restorer(target, store), prober=prober)
 
 
 def request(**kwargs):
@@ -362,3 +366,25 @@ def test_an_evacuation_cannot_be_aborted():
     backend = evacuation_of(target, store)
     with pytest.raises(BackendError):
         backend.abort(None)
+
+
+def test_a_dead_host_that_answers_again_stops_the_run_before_the_next_domain():
+    target, store = world()
+    probes = []
+
+    def back_after_first_domain(uri, seconds=None):
+        probes.append(uri)
+        return (len(target.domains) >= 1, 'it answered (host name h1)')
+
+    backend = evacuation_of(target, store, prober=back_after_first_domain)
+    watch_class_every = evacuation.DeadHostWatch.every
+    evacuation.DeadHostWatch.every = 0.0
+    try:
+        with pytest.raises(VmopsError) as raised:
+            moves.run(backend, request())
+    finally:
+        evacuation.DeadHostWatch.every = watch_class_every
+    servers = raised.value.details['servers']
+    outcomes = sorted(entry['outcome'] for entry in servers)
+    assert outcomes == ['moved', 'not_started', 'not_started', 'not_started'] and len(target.domains) == 1
+    assert 'h1 answers again' in raised.value.msg and probes
