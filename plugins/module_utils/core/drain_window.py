@@ -41,7 +41,7 @@ import collections
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     ConnectionFailed, ServiceUnavailable, VmopsError)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
-    ADOPT, COLD, DEADLINE_RETRY_SECONDS, LIVE, SOURCE_ALIVE, SOURCE_DOWN)
+    ADOPT, COLD, DEADLINE_RETRY_SECONDS, EVACUATE, HOLD, LIVE, SOURCE_ALIVE, SOURCE_DOWN)
 
 # Why a run ended early (RunEnded.details['reason']); also SOURCE_DOWN and SOURCE_ALIVE (move_backend).
 READS_FAILING, API_UNAVAILABLE, TIMEOUT, ERROR = 'reads_failing', 'api_unavailable', 'timeout', 'error'
@@ -78,6 +78,7 @@ class Window(object):
         self.watched_at = None      # monotonic time of the last check
         self.started = []           # (name, epoch seconds) of every move sent, for the watch's alarm
         self.halted = None          # (reason, why): nothing more is sent; the moves in flight are followed
+        self.holding = None         # why the watch says to send nothing yet, or None
 
     def load(self, items):
         self.pending.extend(items)
@@ -97,6 +98,11 @@ class Window(object):
         while self.pending or self.inflight:
             self._refill()
             if not self.inflight:
+                if self.holding is not None and self.pending:
+                    if clock.monotonic() >= self.run_deadline:
+                        raise self.end(TIMEOUT, 'the run timed out after %s s while %s' % (request.timeout,
+                                                                                          self.holding))
+                    clock.sleep(self.watch.every if self.watch is not None else 1.0)
                 continue
             if clock.monotonic() >= self.run_deadline:
                 raise self.end(TIMEOUT, 'the run timed out after %s s' % request.timeout)
@@ -117,6 +123,8 @@ class Window(object):
     def _refill(self):
         if self.pending and len(self.inflight) < self.size:
             self._watch()
+            if self.holding is not None:
+                return
         while self.pending and len(self.inflight) < self.size:
             item = self.pending.popleft()
             try:
@@ -147,8 +155,10 @@ class Window(object):
             alarm = watch.check()
         except VmopsError:
             return      # the next check tries again; the run's own reads decide about an outage
-        if alarm is None:
+        if alarm is None or alarm[0] == HOLD:
+            self.holding = alarm[1] if alarm is not None else None
             return
+        self.holding = None
         reason, why, since = alarm
         if since is not None:
             late = [name for name, started in self.started if started >= since]
@@ -290,6 +300,8 @@ class Window(object):
         """A move ended (done or failed): finish it, or fall back to a cold move; returns a new handle or None.
         Every way out either records the instance or returns a handle to keep in flight."""
         request = self.request
+        if status.failed and handle.move == ADOPT and request.mode == 'evacuate' and status.host == handle.subject.host:
+            return self._evacuate_after_adopt(handle, status)
         fallback = (status.failed and handle.move == LIVE and handle.deadline_acted == 'abort' and request.cold_fallback
                     and status.host == handle.subject.host)
         no_fallback = self._no_cold_fallback(handle, status) if fallback else None
@@ -313,9 +325,34 @@ class Window(object):
             self.record.add(handle.subject, handle.move, outcome='failed', handle=handle, status=final,
                             message=message)
         else:
+            message = final.message or handle.data.get('fallback_note')
+            if handle.data.get('adopt_note'):
+                message = '; '.join(part for part in (handle.data['adopt_note'], message) if part)
             self.record.add(handle.subject, handle.move, outcome='moved', handle=handle, status=final,
-                            message=final.message or handle.data.get('fallback_note'))
+                            message=message)
         return None
+
+    def _evacuate_after_adopt(self, handle, status):
+        """An evacuation found a move in flight on the dead host (a drain's migration, stuck on it) and that move
+        ended without moving the instance (Nova put it in ERROR): evacuate it now, as it is."""
+        try:
+            self.backend.finish(handle, status)
+        except VmopsError:
+            pass
+        subject = handle.subject._replace(state=status.state or handle.subject.state, task=None)
+        attempts = handle.attempts + [ADOPT]
+        try:
+            replacement = self._start(subject, EVACUATE, attempts=attempts)
+        except ServiceUnavailable as error:
+            self.record.add(subject, EVACUATE, outcome='failed', started_wall=self.clock.wall(), attempts=attempts,
+                            message='a move found in flight ended without moving it (%s); the evacuation could not be '
+                                    'sent: %s' % (status.message, error.msg))
+            raise self.end(API_UNAVAILABLE, 'the API was unavailable when evacuating %s: %s'
+                           % (subject.name, error.msg), error)
+        if replacement is not None:
+            replacement.data['adopt_note'] = ('a move found in flight on %s ended without moving it (%s); evacuated '
+                                              'then' % (subject.host, status.message))
+        return replacement
 
     def _no_cold_fallback(self, handle, status):
         try:

@@ -187,6 +187,7 @@ class MoveBackend(abc.ABC):
 # Why a SourceWatch stops a run.
 SOURCE_DOWN = 'source_down'         # a drain's source died: moves sent to it fail or hang
 SOURCE_ALIVE = 'source_alive'       # an evacuated host is running: its guests would run on two hosts
+HOLD = 'hold'                       # not yet: send nothing until the next check (e.g. a heartbeat still young)
 
 
 class SourceWatch(abc.ABC):
@@ -197,8 +198,8 @@ class SourceWatch(abc.ABC):
 
     @abc.abstractmethod
     def check(self):
-        """None while the run may go on, else (SOURCE_DOWN or SOURCE_ALIVE, a message saying what was seen
-        and what to do, since): `since` dates what was seen in epoch seconds of this machine's clock (moves
+        """None while the run may go on, (HOLD, why, None) while nothing may be sent yet, else (SOURCE_DOWN or
+        SOURCE_ALIVE, a message saying what was seen and what to do, since): `since` dates what was seen in epoch seconds of this machine's clock (moves
         sent after it are named in the record), or None.  May raise errors.VmopsError: the check is then
         tried again later."""
 

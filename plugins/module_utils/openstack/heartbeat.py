@@ -16,7 +16,11 @@ reads the heartbeat itself, in the cloud's clock (the response's Date header):
               (the run's own update moves it too, so the first read comes after it), a service that is
               not forced down and reads up, or, sooner than its first heartbeat, an evacuation record off
               the host gone to `completed` (the drain's shared read already has them: no extra request),
-              which only the host's nova-compute does, as it starts.  An instance evacuated off a live host runs on both hosts
+              which only the host's nova-compute does, as it starts.  Before the first evacuation is sent,
+              the host must have been silent for SILENT_AFTER: a service record written less than that ago
+              (before this run changed it) may be a compute still alive, so the run holds and watches.
+              A compute that died just now costs the evacuation those seconds; one that is alive is caught
+              before anything is sent.  An instance evacuated off a live host runs on both hosts
               until that host's nova-compute restarts, so the evacuation stops.
 
 Each check is one GET /os-services?host=H&binary=nova-compute.
@@ -29,7 +33,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
-    SOURCE_ALIVE, SOURCE_DOWN, SourceWatch)
+    HOLD, SOURCE_ALIVE, SOURCE_DOWN, SourceWatch)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.migrations import clock_offset, epoch, iso
 
 SILENT_AFTER = 30.0     # seconds: three of Nova's default report intervals
@@ -39,8 +43,10 @@ class ServiceHeartbeat(SourceWatch):
     """The SourceWatch of an OpenStack drain or evacuation.  `read()` returns (service body, the cloud's
     clock minus ours or None); its first call is the baseline."""
 
-    def __init__(self, read, host, mode, clock=time.time, completed_evacuations=None):
+    def __init__(self, read, host, mode, clock=time.time, completed_evacuations=None, heard_before=None):
         self.read = read
+        self.heard_before = heard_before    # the record's updated_at before this run changed it (cloud epoch)
+        self.silence_proven = mode != 'evacuate'
         self.completed_evacuations = completed_evacuations    # () -> [(instance uuid, cloud epoch)]
         self.host = host
         self.mode = mode
@@ -76,7 +82,7 @@ class ServiceHeartbeat(SourceWatch):
         elif body.get('state') == 'up' and not body.get('forced_down'):
             seen = 'Nova reports it up'
         else:
-            return None
+            return self._hold()
         return (SOURCE_ALIVE,
                 'nova-compute on %s is running (%s while the evacuation ran): the host is not fenced, so the '
                 'evacuation stopped sending (the evacuations in flight were followed to their end). Power the '
@@ -84,6 +90,22 @@ class ServiceHeartbeat(SourceWatch):
                 'both hosts until the host is off, or until its nova-compute restarts and removes its copies'
                 % (self.host, seen),
                 self._ours(beat))
+
+    def _hold(self):
+        """Before the first evacuation: wait until the host has been silent for SILENT_AFTER."""
+        if self.silence_proven:
+            return None
+        # The record as it was before this run's own update (which moves updated_at too).
+        last = self.heard_before if self.heard_before is not None else self.first_beat
+        if last is None or self.offset is None:
+            self.silence_proven = True
+            return None
+        quiet = self.clock() + self.offset - last
+        if quiet > SILENT_AFTER:
+            self.silence_proven = True
+            return None
+        return (HOLD, 'waiting until %s has been silent for %.0f s before evacuating it (its service record was '
+                'written %.0f s ago)' % (self.host, SILENT_AFTER, quiet), None)
 
     def _dead(self, body, beat):
         if body.get('state') == 'down' or body.get('forced_down'):

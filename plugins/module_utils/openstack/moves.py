@@ -96,6 +96,7 @@ class OpenStackMoves(moves.MoveBackend):
         self.records = MigrationRecords(self._call)
         # Whether the computes share instance storage (the caller says so: the API does not show it).
         self.shared_storage = bool(params.get('shared_storage'))
+        self.first_seen = {}    # host -> its service as first read in this run (before the run changed it)
 
     # plumbing ----------------------------------------------------------------------------------
 
@@ -147,7 +148,9 @@ class OpenStackMoves(moves.MoveBackend):
         return self.services.find(host, binary)
 
     def get_service(self, host):
-        return self.services.get(host)
+        service = self.services.get(host)
+        self.first_seen.setdefault(host, service)
+        return service
 
     def update_service(self, service, disabled=None, reason=None, forced_down=None):
         return self.services.update(service, disabled=disabled, reason=reason, forced_down=forced_down)
@@ -673,6 +676,10 @@ class OpenStackMoves(moves.MoveBackend):
         subject = handle.subject
         host = body.get('OS-EXT-SRV-ATTR:host')
         power = body.get('OS-EXT-STS:power_state')
+        options = handle.data.get('options')
+        if options is None or options.mode != 'drain':
+            # An evacuation's host is dead: its power state is stale, and a server in ERROR is evacuated as it is.
+            return message, state
         if handle.data['state_before'] != states.RUNNING or host != subject.host or power != 1 or \
                 body.get('OS-EXT-STS:task_state') is not None:
             return ('%s; left in ERROR on %s (power state %s): look at it, then reset it (openstack server set '
@@ -721,8 +728,10 @@ class OpenStackMoves(moves.MoveBackend):
     def source_watch(self, request):
         """The heartbeat of the host's nova-compute (heartbeat.py): a drain stops when it dies, an
         evacuation when it lives."""
+        before = self.first_seen.get(request.host) or {}
         return ServiceHeartbeat(service_reader(self.backend.nova, request.host, MOVES_MICROVERSION), request.host,
-                                request.mode, completed_evacuations=lambda: self.records.completed_evacuations)
+                                request.mode, completed_evacuations=lambda: self.records.completed_evacuations,
+                                heard_before=epoch(before.get('updated_at')))
 
     # capacity ----------------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core import moves, states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend import (
-    SOURCE_ALIVE, SOURCE_DOWN, SourceWatch)
+    HOLD, SOURCE_ALIVE, SOURCE_DOWN, SourceWatch)
 from ansible_collections.vmops.lifecycle.tests.unit.plugins.module_utils.core.test_moves import (
     FakeCloud, inst, run)
 
@@ -153,3 +154,84 @@ def test_a_watch_that_cannot_be_set_up_leaves_the_run_unwatched(clock):
 def _epoch(text):
     whole, fraction = text.rstrip('Z').split('.')
     return calendar.timegm(time.strptime(whole, '%Y-%m-%dT%H:%M:%S')) + int(fraction) / 1000.0
+
+
+class HoldingWatch(SourceWatch):
+    """Says HOLD until fake time `until`, then None; or SOURCE_ALIVE from `alive_at` on."""
+
+    every = 2.0
+
+    def __init__(self, clock, until, alive_at=None):
+        self.clock, self.until, self.alive_at = clock, until, alive_at
+        self.checks = []
+
+    def check(self):
+        self.checks.append(self.clock.now)
+        if self.alive_at is not None and self.clock.now >= self.alive_at:
+            return (SOURCE_ALIVE, 'the host reports', None)
+        if self.clock.now < self.until:
+            return (HOLD, 'waiting for silence', None)
+        return None
+
+
+def test_nothing_is_sent_while_the_watch_holds_then_the_run_goes_on(clock):
+    start = clock.now
+    watch = HoldingWatch(clock, until=clock.now + 9)
+    cloud = WatchedCloud(clock, [inst('a'), inst('b')], watch)
+    result = run(cloud, clock, window=2)
+    assert result['totals']['moved'] == 2
+    assert min(s['started'] for s in result['servers']) >= _iso(clock.wall() - (clock.now - start) + 9)
+    assert [t - start for t in watch.checks[:6]] == [0, 2, 4, 6, 8, 10]
+
+
+def test_a_host_found_alive_while_holding_sends_nothing(clock):
+    watch = HoldingWatch(clock, until=clock.now + 30, alive_at=clock.now + 5)
+    cloud = WatchedCloud(clock, [inst('a'), inst('b')], watch)
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock, window=2)
+    assert [entry for entry in cloud.log if entry[0] == 'start'] == []
+    assert caught.value.details['totals']['not_started'] == 2
+    assert caught.value.details['ended_early']['reason'] == SOURCE_ALIVE
+
+
+def test_a_hold_past_the_runs_timeout_ends_the_run(clock):
+    watch = HoldingWatch(clock, until=clock.now + 10000)
+    cloud = WatchedCloud(clock, [inst('a')], watch)
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock, timeout=20)
+    assert caught.value.details['ended_early']['reason'] == 'timeout'
+    assert 'waiting for silence' in caught.value.msg
+    assert [entry for entry in cloud.log if entry[0] == 'start'] == []
+
+
+def _iso(epoch):
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch)) + ('.%03dZ' % int((epoch % 1) * 1000))
+
+
+def test_an_evacuation_evacuates_a_move_it_found_in_flight_once_that_move_ends_without_moving(clock):
+    cloud = FakeCloud(clock, [inst('stuck'), inst('plain')])
+    cloud.service['state'] = 'down'
+    # A drain's live migration stuck on the dead host: it ends (Nova puts the server in ERROR) without moving it.
+    cloud.start_move(moves.MoveSubject('stuck', 'vm-stuck', states.RUNNING, None, 'src', False, {}),
+                     moves.LIVE, None, None)
+    cloud.moving['stuck'].update(ends=clock.now + 20, aborted=True)
+    cloud.instances['stuck']['state'] = states.ERROR
+    cloud.log = []
+    result = run(cloud, clock, mode='evacuate')
+    servers = by_id(result['servers'])
+    assert ('adopt', 'stuck') in cloud.log and ('start', 'stuck', moves.EVACUATE) in cloud.log
+    assert servers['stuck']['outcome'] == 'moved' and servers['stuck']['attempts'] == [moves.ADOPT, moves.EVACUATE]
+    assert 'ended without moving it (aborted); evacuated then' in servers['stuck']['message']
+    assert cloud.instances['stuck']['host'] == 'dst1' and servers['plain']['outcome'] == 'moved'
+
+
+def test_a_drain_does_not_evacuate_a_move_it_found_in_flight(clock):
+    cloud = FakeCloud(clock, [inst('stuck')])
+    cloud.start_move(moves.MoveSubject('stuck', 'vm-stuck', states.RUNNING, None, 'src', False, {}),
+                     moves.LIVE, None, None)
+    cloud.moving['stuck'].update(ends=clock.now + 5, aborted=True)
+    cloud.log = []
+    with pytest.raises(VmopsError) as caught:
+        run(cloud, clock)
+    assert [entry for entry in cloud.log if entry[0] == 'start'] == []
+    assert by_id(caught.value.details['servers'])['stuck']['outcome'] == 'failed'

@@ -93,7 +93,7 @@ def test_the_heartbeat_is_aged_in_the_cloud_clock():
 
 
 def test_an_evacuation_stops_when_the_heartbeat_moves_and_dates_it_in_this_machines_clock():
-    service, now = Service(state='down', forced_down=True, offset=-10.0), Now(T0 + 40)
+    service, now = Service(state='down', forced_down=True, offset=-10.0), Now(T0 + 50)
     watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=now)
     assert watch.every == 2.0
     assert watch.check() is None             # forced down, no heartbeat: the fencing holds
@@ -106,7 +106,7 @@ def test_an_evacuation_stops_when_the_heartbeat_moves_and_dates_it_in_this_machi
 
 def test_an_evacuation_stops_before_the_first_heartbeat_when_the_host_cleans_up_evacuated_instances():
     service, cleaned = Service(state='down', forced_down=True), []
-    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0 + 5),
+    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0 + 40),
                                        completed_evacuations=lambda: cleaned)
     cleaned.append(('uuid-old', T0 - 100))        # an earlier run's, before the service was forced down
     assert watch.check() is None
@@ -132,9 +132,30 @@ def test_the_shared_read_keeps_the_evacuations_the_source_completed():
 
 def test_an_evacuation_of_a_host_not_forced_down_stops_when_nova_reports_it_up():
     service = Service(state='down')
-    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0))
+    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=Now(T0 + 40))
     assert watch.check() is None
     service.state = 'up'
+    assert watch.check()[0] == SOURCE_ALIVE
+
+
+def test_an_evacuation_holds_until_the_host_was_silent_long_enough_and_then_goes():
+    # The run's own force-down moved updated_at to T0 + 20; before it, the host last reported at T0.
+    service, now = Service(beat=T0 + 20, state='down', forced_down=True), Now(T0 + 21)
+    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=now, heard_before=T0)
+    reason, message, since = watch.check()
+    assert reason == 'hold' and since is None and 'silent for 30 s' in message and 'written 21 s ago' in message
+    now.now = T0 + 31
+    assert watch.check() is None
+    now.now = T0 + 5000                      # proven once: no more holds
+    assert watch.check() is None
+
+
+def test_a_host_that_reports_while_the_evacuation_holds_is_found_alive_before_anything_is_sent():
+    service, now = Service(beat=T0 + 2, state='down', forced_down=True), Now(T0 + 3)
+    watch = heartbeat.ServiceHeartbeat(service.read, 'fake1', 'evacuate', clock=now, heard_before=T0)
+    assert watch.check()[0] == 'hold'
+    service.beat = T0 + 10
+    now.now = T0 + 11
     assert watch.check()[0] == SOURCE_ALIVE
 
 
