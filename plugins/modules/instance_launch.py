@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: instance_launch
-short_description: Launch an OpenStack server that does not exist yet
+short_description: Launch a server (OpenStack) or a domain (libvirt) that does not exist yet
 version_added: 0.1.0
 description:
   - Creates a server from an image, from a snapshot (of an image-booted or a volume-backed server),
@@ -20,9 +20,12 @@ description:
   - This is how a disaster-recovery playbook re-launches instances lost with their host.
   - A launch that ends in ERROR (no valid host, say) fails at once with Nova's fault message. The
     failed server is then deleted, unless O(keep_failed=true), so that nothing is left broken.
+  - On libvirt, a domain from a base disk image (O(image), its path on the host, in a storage pool), copied or
+    overlaid (O(disk_mode)) through the storage API, with O(memory_mib), O(vcpus) and one NIC per libvirt network of
+    O(networks); defined, then started. A domain of that name that exists is left as it is.
   - A module of its own rather than a state of M(vmops.lifecycle.instance_state). Creating needs a
     whole specification (source, flavor, networks, volumes, key, metadata) that means nothing for
-    any other state, and the libvirt backend does not create domains.
+    any other state.
 author:
   - vmops.lifecycle contributors (@vmops-lifecycle)
 options:
@@ -35,6 +38,7 @@ options:
     description:
       - Name or ID of the Glance image to boot from. Exactly one of O(image), O(snapshot) and
         O(volume) is required.
+      - On libvirt, required, the path of the base disk image as the host sees it (a volume of one of its pools).
     type: str
   snapshot:
     description:
@@ -58,12 +62,37 @@ options:
     default: false
   flavor:
     description:
-      - Name or ID of the flavor.
+      - Name or ID of the flavor. Required on OpenStack.
     type: str
-    required: true
+  memory_mib:
+    description:
+      - libvirt only, required. Memory of the domain in MiB.
+    type: int
+  vcpus:
+    description:
+      - libvirt only, required. Number of virtual CPUs.
+    type: int
+  disk_mode:
+    description:
+      - libvirt only. V(overlay) makes the domain's disk a qcow2 overlay on O(image) (instant; the base must stay).
+        V(copy) makes a full copy of it, in its format.
+      - The disk is C(<name>.qcow2) (C(<name>.img) for a copy of a raw base) in O(pool).
+      - Default V(overlay).
+    type: str
+    choices: [copy, overlay]
+  domain_type:
+    description:
+      - libvirt only. The domain type. V(qemu) emulates the CPU, for hosts without usable KVM. Default V(kvm).
+    type: str
+    choices: [kvm, qemu]
+  pool:
+    description:
+      - libvirt only. The storage pool the domain's disk is made in. Default the pool of O(image).
+    type: str
   networks:
     description:
       - Names or IDs of the networks to attach, one port each. Empty lets Nova choose (V(auto)).
+      - On libvirt, names of libvirt networks, one virtio NIC each; empty gives no NIC.
     type: list
     elements: str
     default: []
@@ -101,6 +130,15 @@ attributes:
 '''
 
 EXAMPLES = r'''
+- name: A libvirt domain from a base image, as an overlay
+  vmops.lifecycle.instance_launch:
+    libvirt_uri: qemu+ssh://root@kvm4/system
+    name: web3
+    image: /var/lib/libvirt/images/debian-12-base.qcow2
+    memory_mib: 2048
+    vcpus: 2
+    networks: [default]
+
 - name: Re-launch a lost instance from its newest snapshot
   vmops.lifecycle.instance_launch:
     cloud: production
@@ -152,7 +190,10 @@ request_body:
 from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.launch import (
-    LaunchRequest, ensure_launched, validate_launch_request)
+    LaunchRequest, ServerCreate, ensure_launched, validate_launch_request)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.launch import LibvirtLauncher
+
+LAUNCHERS = {'openstack': ServerCreate, 'libvirt': LibvirtLauncher}
 
 
 def main():
@@ -164,7 +205,12 @@ def main():
             volume=dict(type='str'),
             boot_volume_size=dict(type='int'),
             delete_volume_on_termination=dict(type='bool', default=False),
-            flavor=dict(type='str', required=True),
+            flavor=dict(type='str'),
+            memory_mib=dict(type='int'),
+            vcpus=dict(type='int'),
+            disk_mode=dict(type='str', choices=['copy', 'overlay']),
+            domain_type=dict(type='str', choices=['kvm', 'qemu']),
+            pool=dict(type='str'),
             networks=dict(type='list', elements='str', default=[]),
             key_name=dict(type='str', no_log=False),
             metadata=dict(type='dict'),
@@ -179,7 +225,7 @@ def main():
 def converge(module):
     params = module.params
     request = LaunchRequest(**dict((field, params[field]) for field in LaunchRequest._fields))
-    return converge_request(module, request, validate_launch_request, ensure_launched)
+    return converge_request(module, request, validate_launch_request, ensure_launched, drivers=LAUNCHERS)
 
 
 if __name__ == '__main__':

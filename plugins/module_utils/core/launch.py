@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: vmops.lifecycle contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Launch a server that does not exist yet: from an image, a snapshot, or a bootable volume.
+"""Launch a server that does not exist yet: from an image, a snapshot, or a bootable volume (OpenStack), or
+a domain from a base disk image copied or overlaid (libvirt, libvirt/launch.py).
 
 Idempotent by name: an existing server of that name is left as it is and reported.  A launch
 that ends in ERROR is deleted again (unless asked to keep it), so a failed launch leaves
@@ -12,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import abc
 import collections
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
@@ -21,12 +23,68 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import
 
 LaunchRequest = collections.namedtuple(
     'LaunchRequest', 'name image snapshot volume boot_volume_size delete_volume_on_termination flavor '
-                     'networks key_name metadata availability_zone keep_failed wait timeout')
+                     'networks key_name metadata availability_zone keep_failed wait timeout '
+                     'memory_mib vcpus disk_mode domain_type pool')
+# The libvirt-only fields default to None, so that callers that launch on OpenStack need not name them.
+LaunchRequest.__new__.__defaults__ = (None,) * 5
+
+LIBVIRT_ONLY = ('memory_mib', 'vcpus', 'disk_mode', 'domain_type', 'pool')
+OPENSTACK_ONLY = ('snapshot', 'volume', 'boot_volume_size', 'flavor', 'key_name', 'metadata', 'availability_zone')
+
+
+class Launcher(abc.ABC):
+    """What a backend does to launch: plan (reads only; a bad name fails here, and check mode reports the
+    plan), create (returns the instance as the backend's observe() takes it), discard (a failed launch)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def for_request(cls, backend, request):
+        """The launcher for this run."""
+
+    @abc.abstractmethod
+    def plan(self, request):
+        """A JSON-able dict of what would be created."""
+
+    @abc.abstractmethod
+    def create(self, plan):
+        """Create and start it; returns the instance reference."""
+
+    @abc.abstractmethod
+    def discard(self, ref):
+        """Remove a launch that failed, with what it created."""
+
+
+class ServerCreate(Launcher):
+    """OpenStack: one POST /servers (server_body)."""
+
+    @classmethod
+    def for_request(cls, backend, request):
+        return cls(backend)
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def plan(self, request):
+        return server_body(self.backend, request)
+
+    def create(self, plan):
+        return self.backend.create_server(plan)
+
+    def discard(self, ref):
+        self.backend.perform(ref, 'delete')
 
 
 def validate_launch_request(model, request):
+    if model.name == 'libvirt':
+        return _validate_libvirt(request)
     if model.name != 'openstack':
-        raise InvalidRequest('Launching is supported on the OpenStack backend only, not on %s.' % model.name)
+        raise InvalidRequest('Launching is not supported on %s.' % model.name)
+    given = [name for name in LIBVIRT_ONLY if getattr(request, name) is not None]
+    if given:
+        raise InvalidRequest('%s appl%s to the libvirt backend only; on OpenStack the flavor gives memory and vCPUs.'
+                             % (', '.join(given), 'ies' if len(given) == 1 else 'y'))
+    if not request.flavor:
+        raise InvalidRequest('flavor is required on OpenStack.')
     sources = [key for key in ('image', 'snapshot', 'volume') if getattr(request, key)]
     if len(sources) != 1:
         raise InvalidRequest('Give exactly one of image, snapshot or volume to launch from (got %s).'
@@ -38,6 +96,28 @@ def validate_launch_request(model, request):
         raise InvalidRequest('boot_volume_size must be a positive number of GB.')
     if request.timeout <= 0:
         raise InvalidRequest('timeout must be a positive number of seconds, got %s.' % request.timeout)
+
+
+def _validate_libvirt(request):
+    given = [name for name in OPENSTACK_ONLY if getattr(request, name)]
+    if given:
+        raise InvalidRequest('%s appl%s to the OpenStack backend only; on libvirt a domain is launched from a base '
+                             'disk image (image: its path on the host) with memory_mib and vcpus.'
+                             % (', '.join(given), 'ies' if len(given) == 1 else 'y'))
+    if not request.image:
+        raise InvalidRequest('image is required on libvirt: the path, on the host, of a base disk image in one of its '
+                             'storage pools.')
+    for name in ('memory_mib', 'vcpus'):
+        value = getattr(request, name)
+        if value is None or value < 1:
+            raise InvalidRequest('%s is required on libvirt and must be at least 1, got %s.' % (name, value))
+    if request.disk_mode not in (None, 'copy', 'overlay'):
+        raise InvalidRequest("disk_mode must be copy or overlay, not '%s'." % request.disk_mode)
+    if request.domain_type not in (None, 'kvm', 'qemu'):
+        raise InvalidRequest("domain_type must be kvm or qemu, not '%s'." % request.domain_type)
+    if request.timeout <= 0:
+        raise InvalidRequest('timeout must be a positive number of seconds, got %s.' % request.timeout)
+    return None
 
 
 def server_body(backend, request):
@@ -77,17 +157,18 @@ def server_body(backend, request):
     return body
 
 
-def ensure_launched(backend, request, check_mode=False):
+def ensure_launched(backend, request, check_mode=False, launcher=None):
     validate_launch_request(backend.model, request)
+    launcher = launcher or ServerCreate(backend)
     deadline = Deadline(request.timeout)
     existing = backend.find(request.name)
     if existing is not None:
         observation = backend.observe(existing)
         return _result(backend, observation, [], False, deadline)
-    body = server_body(backend, request)        # resolves names: a bad one fails before anything is created
+    body = launcher.plan(request)           # resolves names: a bad one fails before anything is created
     if check_mode:
         return _result(backend, None, ['create'], True, deadline, body=body)
-    server_id = backend.create_server(body)
+    server_id = launcher.create(body)
     observation = backend.observe(server_id)
     if request.wait:
         try:
@@ -98,9 +179,9 @@ def ensure_launched(backend, request, check_mode=False):
                 failure=lambda o: ('the launch failed: %s' % o.fault) if o.state == states.ERROR else None)
         except InstanceFailed as error:
             if not request.keep_failed:
-                backend.perform(server_id, 'delete')
+                launcher.discard(server_id)
                 error.msg += ' The failed server was deleted (keep_failed=true keeps it for inspection).'
-            error.details['id'] = server_id
+            error.details['id'] = observation.id if observation is not None else None
             raise
     return _result(backend, observation, ['create'], True, deadline)
 
