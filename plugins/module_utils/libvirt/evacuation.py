@@ -101,7 +101,7 @@ def probe(uri, seconds=PROBE_SECONDS, opener=None):
     thread.start()
     thread.join(seconds)
     if 'hostname' in outcome:
-        return True, 'it answered (host name %s)' % outcome['hostname']
+        return True, 'host name %s' % outcome['hostname']
     return False, outcome.get('error') or 'no answer within %s s' % seconds
 
 

@@ -336,7 +336,7 @@ def test_a_host_that_answers_is_refused_before_anything_is_opened():
     params = dict(mode='evacuate', host='h1', libvirt_uri=DEAD, target_host='qemu+tcp://nowhere.invalid/system',
                   fenced=True)
     with pytest.raises(InvalidRequest, match='its libvirtd answers'):
-        evacuation.open_backend(params, prober=lambda uri: (True, 'it answered (host name h1)'))
+        evacuation.open_backend(params, prober=lambda uri: (True, 'host name h1'))
 
 
 class _Conn(object):
@@ -358,7 +358,7 @@ def test_probe_is_bounded_and_says_what_it_saw():
     assert time.monotonic() - started < 2
     hang.set()
     assert evacuation.probe(DEAD, 1, opener=_refused)[0] is False
-    assert evacuation.probe(DEAD, 1, opener=lambda uri: _Conn()) == (True, 'it answered (host name h1)')
+    assert evacuation.probe(DEAD, 1, opener=lambda uri: _Conn()) == (True, 'host name h1')
 
 
 def test_an_evacuation_cannot_be_aborted():
@@ -374,7 +374,7 @@ def test_a_dead_host_that_answers_again_stops_the_run_before_the_next_domain():
 
     def back_after_first_domain(uri, seconds=None):
         probes.append(uri)
-        return (len(target.domains) >= 1, 'it answered (host name h1)')
+        return (len(target.domains) >= 1, 'host name h1')
 
     backend = evacuation_of(target, store, prober=back_after_first_domain)
     watch_class_every = evacuation.DeadHostWatch.every
