@@ -641,16 +641,25 @@ def dead_host_comes_back(ctx):
     done = ['%s dead, its nova-compute started again %.0f s into the evacuation (%.0f s); %s' % (
         SOURCE, at, back, summary(result, run.seconds))]
     results, seconds, settled = [result], run.seconds, ()
+    noticed = (result or {}).get('ended_early', {}).get('reason') == 'source_alive'
     if result is None or result.get('failed'):
+        time.sleep(3)   # the returned compute's own clean-up of evacuated guests, seen by the watcher
         wait_quiet(ids)
+        if noticed:
+            # What the run asks for: fence the host (here: its nova-compute killed again, as a power-off
+            # would), then run the evacuation again.
+            kill_service('nova-compute-%s' % SOURCE)
+            done.append('%s fenced again (its nova-compute killed)' % SOURCE)
         settled = off_source(ids)
         rerun = ctx.playbook('comes-back-rerun', **EVACUATE)
         results.append(rerun.wait())
         done.append('rerun: ' + summary(results[-1], rerun.seconds))
         seconds = time.monotonic() - run.started
-    time.sleep(3)   # the returned compute's own clean-up of evacuated guests, seen by the watcher
+    time.sleep(3)
     watcher.finish()
     problems, text = end_state(servers, results, 'forced_down', settled)
+    if not noticed:
+        problems.insert(0, 'the evacuation did not notice that %s came back' % SOURCE)
     problems.extend(watcher.problems())
     return {'did': '; '.join(done), 'seconds': seconds, 'end': text, 'problems': problems}
 
