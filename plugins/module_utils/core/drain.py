@@ -74,9 +74,10 @@ class DrainRun(object):
                                 plan, capacity, check_mode=True, would_change=changes)
         for item in plan.items:     # nothing is sent for these; the others still move
             if item.decision.move in (SKIP, UNMOVABLE):
+                # A backend may say where a skipped instance already is (an earlier run moved it): (host, state).
+                where, state = item.subject.details.get('now_on') or (item.subject.host, item.subject.state)
                 self.record.add(item.subject, item.decision.move, outcome='skipped' if item.decision.move == SKIP
-                                else 'failed', message=item.decision.reason, state_after=item.subject.state,
-                                to=item.subject.host)
+                                else 'failed', message=item.decision.reason, state_after=state, to=where)
         self.window.load(movers)
         failure = None
         try:

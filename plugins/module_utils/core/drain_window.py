@@ -100,8 +100,8 @@ class Window(object):
             if not self.inflight:
                 if self.holding is not None and self.pending:
                     if clock.monotonic() >= self.run_deadline:
-                        raise self.end(TIMEOUT, 'the run timed out after %s s while %s' % (request.timeout,
-                                                                                          self.holding))
+                        raise self.end(TIMEOUT, 'the run timed out after %s s while %s'
+                                       % (request.timeout, self.holding))
                     clock.sleep(self.watch.every if self.watch is not None else 1.0)
                 continue
             if clock.monotonic() >= self.run_deadline:

@@ -209,6 +209,7 @@ class LibvirtEvacuation(moves.MoveBackend):
         existing = self.target.find(manifest.get('domain_uuid') or domain)
         if existing is not None:
             details['already_on_target'] = self.target.observe(existing).state
+            details['now_on'] = (self.target_label, details['already_on_target'])
         disks = [disk['source'] for disk in manifest.get('disks', [])]
         present = [path_ for path_ in disks if self._exists_on_target(path_)]
         if self.shared_storage and disks and len(present) == len(disks):

@@ -249,6 +249,9 @@ def test_a_rerun_skips_what_is_already_up_and_changes_nothing():
     result = moves.run(evacuation_of(target, store), request())
     assert not result['changed'] and result['totals']['skipped'] == 4 and result['totals']['moved'] == 0
     assert all('already defined on' in entry['message'] for entry in result['servers'])
+    # The record says where each already is, in the state it is in there.
+    assert [entry['to'] for entry in result['servers']] == [TARGET] * 4
+    assert dict((e['name'], e['state_after']) for e in result['servers'])['pause'] == states.PAUSED
     assert [list(dom.calls) for dom in target.domains.values()] == calls_before
 
 
