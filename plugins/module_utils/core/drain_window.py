@@ -335,20 +335,11 @@ class Window(object):
     def _evacuate_after_adopt(self, handle, status):
         """An evacuation found a move in flight on the dead host (a drain's migration, stuck on it) and that move
         ended without moving the instance (Nova put it in ERROR): evacuate it now, as it is."""
-        try:
-            self.backend.finish(handle, status)
-        except VmopsError:
-            pass
         subject = handle.subject._replace(state=status.state or handle.subject.state, task=None)
-        attempts = handle.attempts + [ADOPT]
-        try:
-            replacement = self._start(subject, EVACUATE, attempts=attempts)
-        except ServiceUnavailable as error:
-            self.record.add(subject, EVACUATE, outcome='failed', started_wall=self.clock.wall(), attempts=attempts,
-                            message='a move found in flight ended without moving it (%s); the evacuation could not be '
-                                    'sent: %s' % (status.message, error.msg))
-            raise self.end(API_UNAVAILABLE, 'the API was unavailable when evacuating %s: %s'
-                           % (subject.name, error.msg), error)
+        replacement = self._start_instead(
+            handle, status, subject, EVACUATE, ADOPT,
+            'a move found in flight ended without moving it (%s); the evacuation could not be sent' % status.message,
+            'evacuating')
         if replacement is not None:
             replacement.data['adopt_note'] = ('a move found in flight on %s ended without moving it (%s); evacuated '
                                               'then' % (subject.host, status.message))
@@ -362,29 +353,36 @@ class Window(object):
 
     def _fall_back_cold(self, handle, status):
         """The live move was aborted at its deadline and the instance is back on the source: move it cold."""
-        try:
-            self.backend.finish(handle, status)    # undo what the live attempt did (unlock, re-suspend ...)
-        except VmopsError:
-            pass
         subject = handle.subject._replace(state=status.state or handle.subject.state)
-        attempts = handle.attempts + [LIVE]
-        try:
-            replacement = self._start(subject, COLD, attempts=attempts)
-        except ServiceUnavailable as error:
-            if error.sent == 'maybe':
-                self._maybe_sent(subject, COLD, error, attempts=attempts)
-            else:
-                self.record.add(subject, COLD, outcome='failed', started_wall=self.clock.wall(), attempts=attempts,
-                                message='live move aborted after the %s s deadline; the cold move could not be sent: '
-                                        '%s' % (self.request.deadline, error.msg))
-            raise self.end(API_UNAVAILABLE, 'the API was unavailable when starting the cold move of %s: %s'
-                           % (subject.name, error.msg), error)
+        replacement = self._start_instead(
+            handle, status, subject, COLD, LIVE,
+            'live move aborted after the %s s deadline; the cold move could not be sent' % self.request.deadline,
+            'starting the cold move of')
         if replacement is not None:
             replacement.data.setdefault('first_started', handle.started)
             replacement.data.setdefault('first_started_wall', handle.started_wall)
             replacement.data['fallback_note'] = ('live move aborted after the %s s deadline; moved cold instead'
                                                  % self.request.deadline)
         return replacement
+
+    def _start_instead(self, handle, status, subject, move, tried, unsent, doing):
+        """A move ended without moving the instance: settle it, then start `move` for `subject` in its place (the
+        record's attempts gain `tried`).  An API that stays down ends the run, with the instance recorded."""
+        try:
+            self.backend.finish(handle, status)    # undo what the first attempt did (unlock, re-suspend ...)
+        except VmopsError:
+            pass
+        attempts = handle.attempts + [tried]
+        try:
+            return self._start(subject, move, attempts=attempts)
+        except ServiceUnavailable as error:
+            if error.sent == 'maybe':
+                self._maybe_sent(subject, move, error, attempts=attempts)
+            else:
+                self.record.add(subject, move, outcome='failed', started_wall=self.clock.wall(), attempts=attempts,
+                                message='%s: %s' % (unsent, error.msg))
+            raise self.end(API_UNAVAILABLE, 'the API was unavailable when %s %s: %s' % (doing, subject.name, error.msg),
+                           error)
 
     def end(self, reason, why, error=None):
         """End the run early: record every move still in flight `in_flight` and every move not sent
