@@ -29,14 +29,19 @@ description:
   - When no such plan exists, the module fails. Its message says how much vCPU, RAM and disk to add per
     availability zone, or which instances or server groups stand in the way. The result still holds the
     structured RV(refusals) and RV(missing).
-  - OpenStack only. The libvirt backend is refused before connecting.
+  - On libvirt there is no scheduler and no list of hosts, so the plan alone chooses each domain's destination,
+    and every host is a libvirt URI as this controller reaches it. O(hosts) is required. Destinations are the
+    hosts of the roll once maintained and O(spare_hosts). Room is counted from each node's CPUs and memory
+    (virNodeGetInfo) as Nova's defaults would, with vCPUs at an allocation ratio of 4.0, RAM at 1.0 with 512 MiB
+    reserved for the host, every defined domain counted with its maximum memory and vCPUs, running or not.
+    Disks are not counted. libvirt has no server groups.
 author:
   - vmops.lifecycle contributors (@vmops-lifecycle)
 options:
   hosts:
     description:
-      - The compute hosts to maintain, as Nova's services list names them. When hosts weigh the same, the
-        plan keeps this order.
+      - The compute hosts to maintain, as Nova's services list names them (on libvirt, their URIs). When hosts
+        weigh the same, the plan keeps this order.
       - Default every compute host whose service is up, except the spare hosts. Hosts that are down are left out
         and listed in RV(left_out). Naming a host that is down is refused, since its instances can only be
         evacuated.
@@ -187,6 +192,14 @@ batches:
           batch or a later one.
       type: list
       elements: dict
+    drains:
+      description:
+        - libvirt only. The batch's moves as drains, one per source host and destination (a libvirt drain has one
+          destination), each with C(host), C(target) and C(instances) (domain UUIDs), for
+          M(vmops.lifecycle.host_evacuate).
+      type: list
+      elements: dict
+      returned: on libvirt
     offloads:
       description: Shelved instances that leave their host and land nowhere (C(to) is None, C(move) V(offload)).
       type: list
@@ -260,11 +273,19 @@ left_out:
   elements: dict
 api_requests:
   description: HTTP requests this run sent to the cloud (authentication included).
-  returned: always
+  returned: on OpenStack
+  type: int
+hosts_read:
+  description: libvirt hosts read (one read-only connection each).
+  returned: on libvirt
   type: int
 '''
 
-from ansible_collections.vmops.lifecycle.plugins.module_utils.common import new_module, open_with, run_module
+from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
+    chosen_backend, new_module, open_with, run_module)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rolling import LibvirtRollingPlanReader
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rolling import (
+    check_options as check_libvirt_options)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.rolling import RollingPlanReader, check_options
 
 POLICY = dict(type='str', choices=['move', 'skip', 'fail'])
@@ -291,8 +312,11 @@ def main():
 
 
 def plan(module):
-    check_options(module.params)
-    with open_with(module, {'openstack': RollingPlanReader.open}) as reader:
+    if chosen_backend(module.params) == 'libvirt':
+        check_libvirt_options(module.params)
+    else:
+        check_options(module.params)
+    with open_with(module, {'openstack': RollingPlanReader.open, 'libvirt': LibvirtRollingPlanReader.open}) as reader:
         return reader.plan(module.params)
 
 

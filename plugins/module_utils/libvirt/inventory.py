@@ -29,6 +29,13 @@ def _state_names():
             libvirt.VIR_DOMAIN_PMSUSPENDED: states.SUSPENDED}
 
 
+def domain_state(domain, state, names=None):
+    """The collection's state name of a domain whose virDomainGetInfo state is `state` (managed save: suspended)."""
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and domain.hasManagedSaveImage(0):
+        return states.SUSPENDED
+    return (names if names is not None else _state_names()).get(state, states.ERROR)
+
+
 def read_libvirt_host(uri, opener=None):
     """{hostname, uri, domains: {total, by_state}, capacity: {vcpus, ram_mb, ...}} for one host."""
     if opener is None:
@@ -48,10 +55,7 @@ def read_libvirt_host(uri, opener=None):
         asked_vcpus = asked_mb = running_vcpus = running_mb = 0
         for domain in conn.listAllDomains(0):
             state, max_kib, _memory, vcpus, _cpu_time = domain.info()
-            if state == libvirt.VIR_DOMAIN_SHUTOFF and domain.hasManagedSaveImage(0):
-                name = states.SUSPENDED
-            else:
-                name = names.get(state, states.ERROR)
+            name = domain_state(domain, state, names)
             counts[name] += 1
             asked_vcpus += vcpus
             asked_mb += max_kib // 1024
