@@ -201,7 +201,8 @@ def uri_passwords(params):
     """The passwords written into the userinfo of a URI option (qemu+tcp://user:password@host/system)."""
     found = set()
     for value in params.values():
-        found.update(uri_secrets(value))
+        for item in value if isinstance(value, list) else [value]:   # rolling_plan's hosts are URIs on libvirt
+            found.update(uri_secrets(item))
     return found
 
 
