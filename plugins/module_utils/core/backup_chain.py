@@ -102,7 +102,7 @@ def choose_kind(points, requested, full_every, broken=None):
         try:
             chain = chain_to(points, newest['name'])
         except InvalidRequest as error:
-            unusable, missing = error.msg, error.details.get('missing')
+            unusable, missing = error.msg[:1].lower() + error.msg[1:].rstrip('.'), error.details.get('missing')
         else:
             if broken:
                 unusable, missing = 'an increment on %s cannot be taken: %s' % (newest['name'], broken), newest['name']
@@ -413,6 +413,10 @@ class BackupRun(object):
                 raise InvalidRequest('Series %s of %s holds no complete point to restore.'
                                      % (request.series, request.instance))
             name = newest['name']
+        if name not in _names(points):
+            raise InvalidRequest('No point %s in series %s of %s; a point of another instance cannot be restored '
+                                 'through this one. Nothing was changed.' % (name, request.series, request.instance),
+                                 missing=name)
         chain = chain_to(points, name)
         target = {'instance': instance, 'restore_as': request.restore_as}
         plan = self.sets.check_restore(chain, target) or {}
