@@ -4,7 +4,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The rolling_plan target's own reads and writes, with plain openstacksdk (never the collection's code).
 
-  setup PREFIX NAME@HOST[@GROUP][=STATE] ...   server groups PREFIX-anti (anti-affinity) and PREFIX-aff
+  setup PREFIX NAME@HOST[@GROUP][=STATE] ...   server groups PREFIX<GROUP>: anti* anti-affinity, aff* affinity
                                               (affinity), the servers booted on their hosts, then driven
                                               to STATE (stopped or rescued); prints {name: id}
   state PREFIX                                 the host, status and task of the servers of PREFIX, and every
@@ -45,8 +45,13 @@ def setup(conn, prefix, specs):
     image = conn.image.find_image('vmops-guest', ignore_missing=False)
     flavor = compute.find_flavor('vmops.tiny', ignore_missing=False)
     network = conn.network.find_network('private', ignore_missing=False)
-    groups = {'anti': compute.create_server_group(name=prefix + 'anti', policy='anti-affinity'),
-              'aff': compute.create_server_group(name=prefix + 'aff', policy='affinity')}
+    # a group named anti... is anti-affinity, aff... affinity; made once, when a spec first names it
+    groups = {}
+    for spec in specs:
+        group = (spec.partition('=')[0].split('@') + [None])[2]
+        if group and group not in groups:
+            policy = 'anti-affinity' if group.startswith('anti') else 'affinity'
+            groups[group] = compute.create_server_group(name=prefix + group, policy=policy)
     ids, wanted = {}, {}
     for spec in specs:
         spec, _sep, state = spec.partition('=')
