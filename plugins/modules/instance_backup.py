@@ -231,7 +231,6 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.common import (
     converge_request, new_module, run_module)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.incremental import LibvirtBackupSets
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backup_sets import CinderBackupSets
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.backup_sets import CinderBackupSets
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backup_chain import (
     BackupRequest, BackupRun, validate_backup_request)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
