@@ -69,6 +69,13 @@ COMPLETE, INCOMPLETE, MISSING = 'complete', 'incomplete', 'missing'
 STAGING_DIR = DEFAULT_BACKUP_DIR + '/.staging'
 
 
+def chain_point(manifest):
+    """Whether a manifest is a point of an instance_backup chain: its disk files may hold only what changed
+    since its parent (a qcow2 backed by the parent's), so instance_snapshot, instance_restore and the
+    evacuation never take it for a standalone backup."""
+    return bool(manifest) and manifest.get('chain_format') is not None
+
+
 def open_store(backend, backup_uri=None, backup_pool=None, backup_dir=None):
     """The BackupStore the options name: on the host of `backup_uri` (default: the backend's own), in
     `backup_pool`'s directory or in `backup_dir` (default DEFAULT_BACKUP_DIR)."""

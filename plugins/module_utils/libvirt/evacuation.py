@@ -42,7 +42,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.move_backend 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import LibvirtBackend
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
-    COMPLETE, DOMAIN_XML, open_store)
+    COMPLETE, DOMAIN_XML, chain_point, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt, redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.restore import LibvirtRestorer, _lock_consoles
 
@@ -174,8 +174,8 @@ class LibvirtEvacuation(moves.MoveBackend):
         newest = None
         for backup in self.store.backups(domain):
             manifest, state = self.store.manifest(domain, backup)
-            if state != COMPLETE:
-                continue
+            if state != COMPLETE or chain_point(manifest):
+                continue          # a chain's point is not a standalone copy (instance_backup restores those)
             if newest is None or (manifest.get('created_at') or '') > (newest[1].get('created_at') or ''):
                 newest = (self.store.path(domain, backup), manifest)
         return newest

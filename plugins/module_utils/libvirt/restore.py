@@ -35,7 +35,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backend impor
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import BackendError, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
-    DOMAIN_XML, INCOMPLETE, MISSING, open_store)
+    DOMAIN_XML, INCOMPLETE, MISSING, chain_point, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.rescue import RESCUE_NS, shutdown_budget
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots
@@ -124,6 +124,10 @@ class LibvirtRestorer(Restorer):
         if state == MISSING:
             raise InvalidRequest('Backup directory %s does not exist on %s; nothing was changed.'
                                  % (path, self.store.location()['host'] or self.store.location()['uri']))
+        if chain_point(manifest):
+            raise InvalidRequest('%s is a point of an incremental chain (its files hold only what changed since its '
+                                 'parent); restore it with vmops.lifecycle.instance_backup state=restored. Nothing was '
+                                 'changed.' % path)
         if state == INCOMPLETE:
             raise InvalidRequest('%s is not a complete backup (no manifest saying complete); nothing was changed.'
                                  % path)

@@ -40,7 +40,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot impo
     DEFAULT_BACKUP_DIR, SnapshotDriver, iso_utc, now_utc)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import wait_until
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_store import (
-    DOMAIN_XML, INCOMPLETE, MANIFEST, MISSING, STAGING_DIR, BackupStore, open_store)
+    DOMAIN_XML, INCOMPLETE, MANIFEST, MISSING, STAGING_DIR, BackupStore, chain_point, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt, redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
 
@@ -157,7 +157,7 @@ class LibvirtSnapshots(SnapshotDriver):
         """(record or None, leftover record or None) of backup `name` of the domain."""
         domain = self._domain(ref, identifier)
         manifest, state = self.store.manifest(domain, name)
-        if state == MISSING:
+        if state == MISSING or chain_point(manifest):
             return None, None
         path = self.store.path(domain, name)
         if state == INCOMPLETE:

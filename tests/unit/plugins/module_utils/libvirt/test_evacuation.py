@@ -242,6 +242,16 @@ def test_every_domain_of_the_dead_host_comes_up_on_the_target_in_its_recorded_st
     assert result['service'] == {'before': None, 'after': None}
 
 
+def test_a_newer_point_of_an_incremental_chain_is_never_taken_for_a_standalone_backup():
+    # an increment's files hold only what changed since its parent: restoring it alone would lose the rest
+    target, store = world()
+    store.add('run', 'p9', '2026-01-09T10:00:00Z', states.RUNNING)
+    store.backups_['run']['p9']['chain_format'] = 1
+    store.backups_['run']['p9']['kind'] = 'incremental'
+    servers = by_name(moves.run(evacuation_of(target, store), request()))
+    assert servers['run']['disk'] == 'restored from b2 taken 2026-01-02T10:00:00Z'
+
+
 def test_a_rerun_skips_what_is_already_up_and_changes_nothing():
     target, store = world()
     moves.run(evacuation_of(target, store), request())

@@ -47,3 +47,32 @@ def test_guest_agent_detection():
     assert libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'connected')))
     assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'disconnected')))
     assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % ''))
+
+
+class ChainStore(object):
+    """Two manifests in one domain's directory: a snapshot and a point of an instance_backup chain."""
+
+    manifests = {
+        'snap1': {'name': 'snap1', 'series': 'nightly', 'complete': True, 'disks': [], 'created_at': 'T1'},
+        'point1': {'name': 'point1', 'series': 'nightly', 'complete': True, 'chain_format': 1,
+                   'kind': 'incremental', 'parent': 'point0', 'disks': []},
+    }
+
+    def backups(self, domain):
+        return sorted(self.manifests)
+
+    def manifest(self, domain, backup):
+        return self.manifests[backup], 'complete'
+
+    def path(self, domain, backup=None):
+        return '/backups/%s/%s' % (domain, backup)
+
+    def location(self):
+        return {'uri': 'qemu:///system', 'host': 'h1', 'root': '/backups'}
+
+
+def test_a_point_of_an_incremental_chain_is_not_a_snapshot():
+    # instance_snapshot's retention must never count (and delete) a chain's point of the same series
+    snapshots = libvirt_snapshot.LibvirtSnapshots.__new__(libvirt_snapshot.LibvirtSnapshots)
+    snapshots.store = ChainStore()
+    assert [record['name'] for record in snapshots.series(None, 'dom', 'nightly')] == ['snap1']
