@@ -84,9 +84,12 @@ options:
     type: int
   quiesce:
     description:
-      - As in M(vmops.lifecycle.instance_snapshot). V(auto) freezes the guest's file systems around the start of
-        the backup when a guest agent answers, else takes a crash-consistent point; V(required) refuses without
-        an agent; V(off) never freezes.
+      - libvirt, as in M(vmops.lifecycle.instance_snapshot). V(auto) freezes the guest's file systems around the
+        start of the backup when a guest agent answers, else takes a crash-consistent point; V(required) refuses
+        without an agent; V(off) never freezes.
+      - OpenStack. Nova freezes a guest only for its own image snapshots, so V(required) is refused. V(auto)
+        pauses a server with several volumes until every volume's backup has started from one moment (a
+        one-volume server is not paused); V(off) never pauses, so each volume has its own moment.
     type: str
     choices: [auto, required, 'off']
     default: auto
@@ -178,7 +181,7 @@ point:
       type: list
       elements: dict
     quiesced:
-      description: V(frozen) or V(crash-consistent).
+      description: V(frozen) or V(crash-consistent) (libvirt); V(paused), V(crash-consistent) or V(stopped) (OpenStack).
       type: str
     checkpoint:
       description: libvirt only. The checkpoint created with the point.
