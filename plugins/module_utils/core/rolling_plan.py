@@ -467,6 +467,15 @@ def check_roll_options(roll, maintained=(), spares=(), excluded=(), max_batch=1,
                                  'and the part of it already done in maintained.' % ', '.join(outside))
 
 
+def unique_names(names):
+    """The names in their order, each once (a host named twice is rolled once)."""
+    unique = []
+    for name in names:
+        if name not in unique:
+            unique.append(name)
+    return unique
+
+
 def roll_result(plan):
     """The plan as plain data for a playbook: the planner's batches (each numbered), the refusals and the
     missing room, plus the totals and the free room per zone before the first batch and after the last."""

@@ -36,16 +36,22 @@ def domain_state(domain, state, names=None):
     return (names if names is not None else _state_names()).get(state, states.ERROR)
 
 
-def read_libvirt_host(uri, opener=None):
-    """{hostname, uri, domains: {total, by_state}, capacity: {vcpus, ram_mb, ...}} for one host."""
+def open_read_only(uri, opener=None):
+    """A read-only connection to `uri` (`opener` replaces libvirt.openReadOnly in tests); ConnectionFailed
+    when there is none."""
     if opener is None:
         if not HAS_LIBRARY:
             raise ConnectionFailed('libvirt-python is needed to read %s: %s' % (redact_uri(uri), LIBRARY_IMPORT_ERROR))
         opener = libvirt.openReadOnly
     try:
-        conn = opener(uri)
+        return opener(uri)
     except Exception as error:  # libvirt.libvirtError, or whatever a custom opener raises
         raise ConnectionFailed('Cannot connect to libvirt at %s: %s' % (redact_uri(uri), error))
+
+
+def read_libvirt_host(uri, opener=None):
+    """{hostname, uri, domains: {total, by_state}, capacity: {vcpus, ram_mb, ...}} for one host."""
+    conn = open_read_only(uri, opener)
     try:
         hostname = conn.getHostname()
         info = conn.getInfo()                    # [model, memory MiB, cpus, MHz, nodes, sockets, cores, threads]

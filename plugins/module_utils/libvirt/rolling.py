@@ -23,11 +23,10 @@ __metaclass__ = type
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import ConnectionFailed, InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rolling_plan import (
     RollHost, RollInstance, RollRefused, check_roll_options, name_what_waits, plan_roll, refusal_message,
-    roll_result)
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import (
-    HAS_LIBRARY, LIBRARY_IMPORT_ERROR, libvirt, redact_uri)
+    roll_result, unique_names)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.evacuation import is_uri
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.inventory import domain_state
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.inventory import domain_state, open_read_only
 
 POLICY_OPTIONS = ('suspended_policy', 'shelved_policy', 'rescued_policy', 'error_policy')
 CPU_ALLOCATION_RATIO = 4.0
@@ -55,14 +54,7 @@ def check_options(params):
 
 def read_host(uri, opener=None):
     """(RollHost, [RollInstance]) of one host, over a read-only connection closed after the read."""
-    if opener is None:
-        if not HAS_LIBRARY:
-            raise ConnectionFailed('libvirt-python is needed to read %s: %s' % (redact_uri(uri), LIBRARY_IMPORT_ERROR))
-        opener = libvirt.openReadOnly
-    try:
-        conn = opener(uri)
-    except Exception as error:  # libvirt.libvirtError, or whatever a custom opener raises
-        raise ConnectionFailed('Cannot connect to libvirt at %s: %s' % (redact_uri(uri), error))
+    conn = open_read_only(uri, opener)
     instances = []
     try:
         info = conn.getInfo()                    # [model, memory MiB, cpus, ...]
@@ -99,17 +91,17 @@ class LibvirtRollingPlanReader(object):
 
     def plan(self, params):
         """The result for the module; raises RollRefused (with the whole result) when there is no plan."""
-        roll = _unique(params['hosts'])
-        spares = _unique(params.get('spare_hosts') or [])
-        excluded = _unique(params.get('excluded_hosts') or [])
+        roll = unique_names(params['hosts'])
+        spares = unique_names(params.get('spare_hosts') or [])
+        excluded = unique_names(params.get('excluded_hosts') or [])
         hosts, instances = [], []
-        for uri in _unique(roll + spares + excluded):
+        for uri in unique_names(roll + spares + excluded):
             host, on_host = read_host(uri, self.opener)
             self.reads += 1
             hosts.append(host)
             instances.extend(on_host)
         policies = dict((key, params[key]) for key in POLICY_OPTIONS if params.get(key) is not None)
-        plan = plan_roll(hosts, instances, roll, maintained=_unique(params.get('maintained') or []),
+        plan = plan_roll(hosts, instances, roll, maintained=unique_names(params.get('maintained') or []),
                          spares=spares, excluded=excluded, max_batch=params['max_batch'],
                          max_moves_in_flight=params.get('max_moves_in_flight'), policies=policies)
         name_what_waits(plan, instances)
@@ -137,12 +129,3 @@ def drains_of(moves):
         else:
             drains.append({'host': move['from'], 'target': move['to'], 'instances': [move['id']]})
     return drains
-
-
-def _unique(names):
-    """The names in their order, each once."""
-    unique = []
-    for name in names:
-        if name not in unique:
-            unique.append(name)
-    return unique

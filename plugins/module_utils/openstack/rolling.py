@@ -24,7 +24,7 @@ __metaclass__ = type
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import InvalidRequest
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rolling_plan import (
-    RollRefused, check_roll_options, name_what_waits, plan_roll, refusal_message, roll_result)
+    RollRefused, check_roll_options, name_what_waits, plan_roll, refusal_message, roll_result, unique_names)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.inventory import rolling_read
 from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.request import RequestLayer
 
@@ -86,9 +86,9 @@ def choose_hosts(params, statuses, cloud='the cloud'):
     if unknown:
         raise InvalidRequest('Not a compute host of %s: %s. Compute hosts: %s.'
                              % (cloud, ', '.join(unknown), ', '.join(sorted(statuses))))
-    maintained = _unique(params.get('maintained') or [])
+    maintained = unique_names(params.get('maintained') or [])
     if params.get('hosts'):
-        roll = _unique(params['hosts'])
+        roll = unique_names(params['hosts'])
         left_out = []
     else:
         spares = set(params.get('spare_hosts') or ())
@@ -103,7 +103,7 @@ def choose_hosts(params, statuses, cloud='the cloud'):
                              'leave them out of hosts.' % ', '.join(down))
     check_roll_options(roll, maintained, params.get('spare_hosts') or (), params.get('excluded_hosts') or (),
                        params.get('max_batch'), params.get('max_moves_in_flight'))
-    spares = _unique(params.get('spare_hosts') or [])
+    spares = unique_names(params.get('spare_hosts') or [])
     unusable = ['%s (%s)' % (name, statuses[name]) for name in spares if statuses[name] != 'enabled']
     if unusable:
         raise InvalidRequest('Spare host(s) whose compute service is not enabled and up: %s. A spare takes '
@@ -119,12 +119,3 @@ def choose_hosts(params, statuses, cloud='the cloud'):
             excluded_why.append({'host': name, 'reason': 'service %s' % statuses[name]})
     return {'roll': roll, 'maintained': maintained, 'spares': spares, 'left_out': left_out,
             'excluded': [entry['host'] for entry in excluded_why], 'excluded_why': excluded_why}
-
-
-def _unique(names):
-    """The names in their order, each once (a host named twice is rolled once)."""
-    unique = []
-    for name in names:
-        if name not in unique:
-            unique.append(name)
-    return unique
