@@ -1,4 +1,4 @@
-"""Benchmark: how long a running guest is paused by a libvirt instance_snapshot, against a cold copy.
+"""Benchmark: how long a libvirt instance_snapshot or instance_backup stalls a running guest, against a cold copy.
 
 For each disk size (default 64 MiB and 1 GiB, each filled with data from the host before boot), a sandbox
 guest (sandbox/libvirt/guestctl.py) on host h1 prints its uptime as fast as it can on its serial console.
@@ -7,7 +7,13 @@ events, while it takes, in the same run, on the same guest:
 
   * snapshot: instance_snapshot's libvirt driver (push-mode backup, virDomainBackupBegin), the module's
     own code through module_utils, exactly what the module runs;
-  * cold:     pause (virDomainSuspend), copy the disk (qemu-img convert of the qcow2 file), resume.
+  * cold:     pause (virDomainSuspend), copy the disk (qemu-img convert of the qcow2 file), resume;
+  * backup_full, backup_incr: instance_backup's libvirt driver (LibvirtBackupSets through BackupRun, a
+    checkpoint and a push-mode backup job, full or incremental on the previous point), also the module's
+    own code. The first full of the series is taken before the measurements.
+
+`--iothread` gives the disk an IOThread (QEMU runs its block layer, and so the backup job's copy, in a
+thread of its own instead of the main loop).
 
 Guest-visible pause = the largest "stall" between two console lines: host time that passed minus
 guest time that passed (a paused guest's clock stands still, so a pause shows as a stall; guest
@@ -15,6 +21,7 @@ scheduling noise of the loaded machine shows in the baseline). libvirt's view = 
 SUSPENDED to the RESUMED event. libvirt calls are counted per method.
 
 Run:  .venv/bin/python bench/snapshot_pause_libvirt.py [--uri h1] [--sizes 64,1024] [--runs 3] [--json out.json]
+      [--methods snapshot,cold,backup_full,backup_incr] [--iothread]
 Needs sandbox/libvirt/up. Uses the domain vmops-snap-bench-<size> and removes it (and its copies) afterwards.
 """
 
@@ -51,6 +58,10 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend im
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import LibvirtSnapshots  # noqa: E402
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.snapshot import (  # noqa: E402
     SnapshotRequest, ensure_snapshot)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backup_chain import (  # noqa: E402
+    BackupRequest, BackupRun)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.incremental import (  # noqa: E402
+    LibvirtBackupSets)
 
 FAST = re.compile(r'F ([0-9]+\.[0-9]+)')
 BACKUP_DIR = '/var/lib/libvirt/images/vmops-bench-backups'
@@ -137,13 +148,32 @@ def guestctl_run(*args):
     return json.loads(out.stdout) if out.stdout.strip().startswith('{') else out.stdout
 
 
-def prepare(host, name, size_mib):
+def with_iothread(conn, name):
+    """Redefine the (stopped) domain with one IOThread that serves its disk."""
+    import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
+    tree = ET.fromstring(conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    if tree.find('iothreads') is None:
+        ET.SubElement(tree, 'iothreads').text = '1'
+    for driver in tree.iterfind('./devices/disk/driver'):
+        driver.set('iothread', '1')
+    conn.defineXML(ET.tostring(tree, encoding='unicode'))
+
+
+def prepare(host, name, size_mib, iothread=False):
     guestctl_run('undefine', '--uri', host.uri, name)
     guestctl_run('define', '--uri', host.uri, name, '--disk-mib', str(size_mib))
     disk = str(host.local_path('%s/%s.qcow2' % (guestctl.IMAGES_IN_HOST, name)))
     # Real data in the disk (from 2 MiB on: the guest's own records live below).
     subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 2M %dM' % (size_mib - 2), disk],
                    check=True, capture_output=True)
+    # qcow2 v3: instance_backup's checkpoints are persistent dirty bitmaps in the disk file.
+    subprocess.run(['qemu-img', 'amend', '-f', 'qcow2', '-o', 'compat=1.1', disk], check=True, capture_output=True)
+    if iothread:
+        conn = libvirt.open(host.uri)
+        try:
+            with_iothread(conn, name)
+        finally:
+            conn.close()
     guestctl_run('define', '--uri', host.uri, name, '--start', '--wait-boot', '--timeout', '120')
     return disk
 
@@ -177,6 +207,20 @@ def snapshot_once(uri, name, run):
     return result['timings']
 
 
+def backup_once(uri, name, run, mode):
+    """One instance_backup point (mode full or incremental), as the module takes it."""
+    with LibvirtBackend(uri) as backend:
+        request = BackupRequest(instance=name, state='present', series='bench', point=None, mode=mode,
+                                full_every=1000, retention=None, quiesce='auto', restore_as=None,
+                                name='bench-%s-%d' % (mode, run), timeout=600, backup_dir=BACKUP_DIR)
+        sets = LibvirtBackupSets.for_request(backend, request)
+        try:
+            result = BackupRun(sets, request).result()
+        finally:
+            sets.close()
+    return {'copy_seconds': result['timings']['total_seconds'], 'libvirt_calls': result['instance']['api_requests']}
+
+
 def cold_once(dom, disk, run):
     target = '%s.cold-%d.qcow2' % (disk[:-len('.qcow2')], run)
     calls = 0
@@ -193,16 +237,23 @@ def cold_once(dom, disk, run):
     return {'copy_seconds': round(seconds, 3), 'libvirt_calls': calls}
 
 
-def measure(conn, host, name, size_mib, runs, window):
+def measure(conn, host, name, size_mib, runs, window, methods=('snapshot', 'cold'), iothread=False):
     window = window + size_mib // 40     # the guest must tick through the whole copy
-    disk = prepare(host, name, size_mib)
+    disk = prepare(host, name, size_mib, iothread)
     dom = conn.lookupByName(name)
+    if 'backup_incr' in methods:
+        backup_once(host.uri, name, -1, 'full')     # the parent of the first increment
     events = Events(conn, dom)
     console = Console(conn, dom)
     rows = []
     try:
         for run in range(runs):
-            for method in ('snapshot', 'cold'):
+            for method in methods:
+                if method == 'backup_incr':
+                    # Something for the increment to copy (the tick loop writes nothing to the disk); before
+                    # the loop, which holds the console's shell.
+                    console.send('\ndd if=/dev/urandom of=/dev/vda bs=1M count=16 seek=512 oflag=direct 2>/dev/null\n')
+                    time.sleep(3)
                 # The guest prints its uptime in a tight loop (shell builtins only: no fork) for `window` s.
                 console.send('\nread u r < /proc/uptime; e=$((${u%%.*}+%d)); s=0; '
                              'while [ $s -lt $e ]; do read u r < /proc/uptime; echo "F $u"; s=${u%%.*}; done\n'
@@ -214,6 +265,10 @@ def measure(conn, host, name, size_mib, runs, window):
                 del BEGIN_CALLS[:]
                 if method == 'snapshot':
                     timings = snapshot_once(host.uri, name, run * 2)
+                elif method == 'backup_full':
+                    timings = backup_once(host.uri, name, run, 'full')
+                elif method == 'backup_incr':
+                    timings = backup_once(host.uri, name, run, 'incremental')
                 else:
                     timings = cold_once(dom, disk, run)
                 end = time.monotonic()
@@ -227,7 +282,8 @@ def measure(conn, host, name, size_mib, runs, window):
                 rows.append({
                     'stall_at_job_start_s': at_start, 'stall_during_copy_s': during,
                     'samples_after_end': len([h for h, _g in console.samples if h > end]),
-                    'size_mib': size_mib, 'method': method, 'run': run,
+                    'size_mib': size_mib, 'method': method, 'run': run, 'iothread': iothread,
+                    'backup_begin_s': round(BEGIN_CALLS[0][1] - BEGIN_CALLS[0][0], 4) if BEGIN_CALLS else None,
                     'guest_stall_s': stalls(console.samples, start - 0.05, end + 0.3),
                     'baseline_stall_s': baseline, 'libvirt_paused_s': events.paused_seconds(start, end + 0.3),
                     'operation_s': round(end - start, 3), 'copy_s': timings.get('copy_seconds'),
@@ -241,7 +297,12 @@ def measure(conn, host, name, size_mib, runs, window):
         console.close()
         guestctl_run('undefine', '--uri', host.uri, name)
         subprocess.run(['rm', '-rf', str(host.local_path('%s/%s' % (BACKUP_DIR, name)))], check=False)
+        subprocess.run(['rmdir', '--ignore-fail-on-non-empty', str(host.local_path(BACKUP_DIR))], check=False)
     return rows
+
+
+METHOD_NAMES = {'snapshot': 'instance_snapshot (backup API)', 'backup_full': 'instance_backup full',
+                'backup_incr': 'instance_backup incremental (16 MiB changed)', 'cold': 'cold (pause, copy, resume)'}
 
 
 def table(rows):
@@ -251,7 +312,7 @@ def table(rows):
              '|---|---|---|---|---|---|---|---|']
     summary = {}
     for size in sorted(set(r['size_mib'] for r in rows)):
-        for method in ('snapshot', 'cold'):
+        for method in METHOD_NAMES:
             sel = [r for r in rows if r['size_mib'] == size and r['method'] == method]
             if not sel:
                 continue
@@ -259,7 +320,7 @@ def table(rows):
             summary[(size, method)] = statistics.median(stall)
             begin = [r['stall_at_job_start_s'] for r in sel if r['stall_at_job_start_s'] is not None]
             lines.append('| %d MiB | %s | %.0f / %.0f ms | %s | %.0f ms | %.0f ms | %.2f s | %s |' % (
-                size, 'instance_snapshot (backup API)' if method == 'snapshot' else 'cold (pause, copy, resume)',
+                size, METHOD_NAMES[method],
                 statistics.median(stall) * 1000, max(stall) * 1000,
                 ('%.0f / %.0f ms' % (statistics.median(begin) * 1000, max(begin) * 1000)) if begin else '-',
                 statistics.median(r['baseline_stall_s'] for r in sel) * 1000,
@@ -267,9 +328,11 @@ def table(rows):
                 statistics.median(r['operation_s'] for r in sel), sel[0]['libvirt_calls']))
     ratios = []
     for size in sorted(set(r['size_mib'] for r in rows)):
-        snap, cold = summary.get((size, 'snapshot')), summary.get((size, 'cold'))
-        if snap is not None and cold is not None:
-            ratios.append('%d MiB: cold pause / snapshot pause = %.0fx' % (size, cold / max(snap, 0.001)))
+        cold = summary.get((size, 'cold'))
+        for method in METHOD_NAMES:
+            ours = summary.get((size, method))
+            if method != 'cold' and ours is not None and cold is not None:
+                ratios.append('%d MiB: cold pause / %s pause = %.1fx' % (size, method, cold / max(ours, 0.001)))
     return '\n'.join(lines), ratios
 
 
@@ -280,6 +343,8 @@ def main():
     parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--window', type=int, default=6, help='seconds of guest ticking per measurement')
     parser.add_argument('--json', help='write every measurement to this file')
+    parser.add_argument('--methods', default='snapshot,cold', help='of %s, comma separated' % ', '.join(METHOD_NAMES))
+    parser.add_argument('--iothread', action='store_true', help='give the guest\'s disk an IOThread')
     args = parser.parse_args()
     host = guestctl.find_host(args.uri)
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
@@ -288,7 +353,8 @@ def main():
     conn = libvirt.open(host.uri)
     rows = []
     for size in [int(s) for s in args.sizes.split(',')]:
-        rows.extend(measure(conn, host, 'vmops-snap-bench-%d' % size, size, args.runs, args.window))
+        rows.extend(measure(conn, host, 'vmops-snap-bench-%d' % size, size, args.runs, args.window,
+                            args.methods.split(','), args.iothread))
     text, ratios = table(rows)
     print(text)
     for line in ratios:
