@@ -164,7 +164,9 @@ def prepare(host, name, size_mib, iothread=False):
     guestctl_run('define', '--uri', host.uri, name, '--disk-mib', str(size_mib))
     disk = str(host.local_path('%s/%s.qcow2' % (guestctl.IMAGES_IN_HOST, name)))
     # Real data in the disk (from 2 MiB on: the guest's own records live below).
-    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 0x5a 2M %dM' % (size_mib - 2), disk],
+    # (In requests of at most 1 GiB: qemu-io refuses larger ones.)
+    writes = ['write -P 0x5a %dM %dM' % (at, min(1024, size_mib - at)) for at in range(2, size_mib, 1024)]
+    subprocess.run(['qemu-io', '-f', 'qcow2'] + [arg for write in writes for arg in ('-c', write)] + [disk],
                    check=True, capture_output=True)
     # qcow2 v3: instance_backup's checkpoints are persistent dirty bitmaps in the disk file.
     subprocess.run(['qemu-img', 'amend', '-f', 'qcow2', '-o', 'compat=1.1', disk], check=True, capture_output=True)
@@ -239,7 +241,11 @@ def cold_once(dom, disk, run):
 
 def measure(conn, host, name, size_mib, runs, window, methods=('snapshot', 'cold'), iothread=False):
     window = window + size_mib // 40     # the guest must tick through the whole copy
-    disk = prepare(host, name, size_mib, iothread)
+    try:
+        disk = prepare(host, name, size_mib, iothread)
+    except Exception:
+        guestctl_run('undefine', '--uri', host.uri, name)
+        raise
     dom = conn.lookupByName(name)
     if 'backup_incr' in methods:
         backup_once(host.uri, name, -1, 'full')     # the parent of the first increment
