@@ -43,6 +43,8 @@ BOOT_RE = re.compile(r"vmops-boot id=([0-9a-f-]{36})")
 TICK_RE = re.compile(r"vmops-tick boot=([0-9a-f-]{36}) uptime=([0-9]+(?:\.[0-9]+)?) counter=([0-9]+)")
 MARK_RE = re.compile(r"vmops-mark boot=(\S+) uptime=([0-9.]+) text=(.*)")
 ACPI_RE = re.compile(r"vmops-acpi-shutdown")
+FREEZE_RE = re.compile(r"vmops-fsfreeze (freeze|thaw) boot=(\S+) uptime=([0-9.]+)")
+AGENT_CHANNEL = "org.qemu.guest_agent.0"
 NOT_RUNNING_GRACE_S = 3
 HEXDUMP_RE = re.compile(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})")
 
@@ -171,8 +173,9 @@ def storage_pool(conn):
     return pool
 
 
-def domain_xml(name, memory_mib, vcpus, kernel, initrd):
-    """The persistent definition of a test guest."""
+def domain_xml(name, memory_mib, vcpus, kernel, initrd, agent=False, fs_disk=False):
+    """The persistent definition of a test guest; with agent, the guest agent's channel; with fs_disk,
+    a second disk (vdb) that the guest keeps a filesystem on and writes to."""
     dom = ET.Element("domain", type="qemu")
     ET.SubElement(dom, "name").text = name
     ET.SubElement(dom, "memory", unit="MiB").text = str(memory_mib)
@@ -181,7 +184,7 @@ def domain_xml(name, memory_mib, vcpus, kernel, initrd):
     ET.SubElement(os_el, "type", arch="x86_64", machine="pc").text = "hvm"
     ET.SubElement(os_el, "kernel").text = str(kernel)
     ET.SubElement(os_el, "initrd").text = str(initrd)
-    ET.SubElement(os_el, "cmdline").text = "console=ttyS0 panic=-1 quiet"
+    ET.SubElement(os_el, "cmdline").text = "console=ttyS0 panic=-1 quiet" + (" vmops.fs=vdb" if fs_disk else "")
     features = ET.SubElement(dom, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
@@ -195,6 +198,14 @@ def domain_xml(name, memory_mib, vcpus, kernel, initrd):
     ET.SubElement(disk, "driver", name="qemu", type="qcow2")
     ET.SubElement(disk, "source", file=f"{IMAGES_IN_HOST}/{name}.qcow2")
     ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    if fs_disk:
+        data = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(data, "driver", name="qemu", type="qcow2")
+        ET.SubElement(data, "source", file=f"{IMAGES_IN_HOST}/{name}.data.qcow2")
+        ET.SubElement(data, "target", dev="vdb", bus="virtio")
+    if agent:
+        channel = ET.SubElement(devices, "channel", type="unix")
+        ET.SubElement(channel, "target", type="virtio", name=AGENT_CHANNEL)
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "log", file=f"{IMAGES_IN_HOST}/{name}.console.log", append="on")
     ET.SubElement(serial, "target", port="0")
@@ -317,14 +328,19 @@ def ensure_defined(conn, name, args, host):
         return dom, False
     kernel, initrd = host.guest_files()
     pool = storage_pool(conn)
-    vol_name = f"{name}.qcow2"
-    try:
-        pool.storageVolLookupByName(vol_name)
-    except libvirt.libvirtError as err:
-        if err.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-            raise
-        pool.createXML(volume_xml(vol_name, args.disk_mib), 0)
-    return conn.defineXML(domain_xml(name, args.memory_mib, args.vcpus, kernel, initrd)), True
+    volumes = [(f"{name}.qcow2", args.disk_mib)]
+    if args.fs_disk_mib:
+        volumes.append((f"{name}.data.qcow2", args.fs_disk_mib))
+    for vol_name, size_mib in volumes:
+        try:
+            pool.storageVolLookupByName(vol_name)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
+            pool.createXML(volume_xml(vol_name, size_mib), 0)
+    xml = domain_xml(name, args.memory_mib, args.vcpus, kernel, initrd, agent=args.agent,
+                     fs_disk=bool(args.fs_disk_mib))
+    return conn.defineXML(xml), True
 
 
 def cmd_define(args, host):
@@ -428,7 +444,10 @@ def cmd_ticks(args, host):
     conn = connect(host)
     dom = lookup(conn, check_name(args.name))
     log_file = host.local_path(console_log_path(dom))
-    boots, ticks, acpi = parse_console(read_text(log_file))
+    text = read_text(log_file)
+    boots, ticks, acpi = parse_console(text)
+    freezes = [{"event": m.group(1), "boot": m.group(2), "uptime": float(m.group(3))}
+               for m in FREEZE_RE.finditer(text)]
     emit({
         "domain": dom.name(),
         "uri": host.uri,
@@ -440,6 +459,7 @@ def cmd_ticks(args, host):
         "boots": boots,
         "current_boot": boots[-1] if boots else None,
         "acpi_shutdowns": acpi,
+        "fsfreeze": freezes,
     })
 
 
@@ -645,6 +665,11 @@ def build_parser():
     define.add_argument("--memory-mib", type=int, default=128, help="guest RAM (default 128, min 96)")
     define.add_argument("--disk-mib", type=int, default=48, help="qcow2 disk size (default 48)")
     define.add_argument("--vcpus", type=int, default=1, help="virtual CPUs (default 1)")
+    define.add_argument("--agent", action="store_true", help="give it the guest agent's channel "
+                        f"({AGENT_CHANNEL}): the guest runs qemu-ga, whose freeze hook logs to the console")
+    define.add_argument("--fs-disk-mib", type=int, default=0, metavar="MIB",
+                        help="a second disk (vdb) of this size holding an ext2 filesystem the guest writes "
+                        "a line to every second (/data/vmops.log)")
     define.add_argument("--start", action="store_true", help="start it (when not running)")
     define.add_argument("--wait-boot", action="store_true", help="start it and wait for its first tick")
     define.add_argument("--timeout", type=float, default=90, help="--wait-boot timeout (s)")
