@@ -463,12 +463,16 @@ class OpenStackSnapshots(SnapshotDriver):
                        lambda snapshot: snapshot.get('status') == 'gone', lambda snapshot: snapshot.get('status'),
                        'volume snapshot %s to be deleted' % snapshot_id, deadline,
                        failure=lambda snapshot: 'it is error_deleting' if snapshot.get('status') == 'error_deleting' else None)
+        self.delete_image(record['id'])
+
+    def delete_image(self, image_id):
+        """Delete one Glance image; one already gone is no error (instance_backup deletes its points' images too)."""
         try:
-            self._glance('DELETE', '/images/%s' % record['id'], verify=lambda: self._image_gone(record['id']))
+            self._glance('DELETE', '/images/%s' % image_id, verify=lambda: self._image_gone(image_id))
         except ResourceNotFound:
             pass
         except RequestFailed as error:
-            error.msg = 'Glance refused to delete image %s: %s' % (record['id'], error.msg)
+            error.msg = 'Glance refused to delete image %s: %s' % (image_id, error.msg)
             raise
 
     def _image_gone(self, image_id):
