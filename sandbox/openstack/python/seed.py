@@ -7,6 +7,7 @@ Idempotent: everything is looked up by name first and only created when missing.
 Settings come from the environment (`up` exports them): VMOPS_OS_STATE, VMOPS_GUEST_DIR and the
 passwords of secrets.env.
 """
+import hashlib
 import os
 import subprocess
 import sys
@@ -43,6 +44,13 @@ NETWORK = 'private'
 SUBNET = 'private-subnet'
 CIDR = '10.77.0.0/24'
 GUEST_CMDLINE = 'console=ttyS0 panic=-1 quiet'
+GUEST_IMAGES = [  # name, properties beyond the kernel, ramdisk and virtio disk bus they share
+    ('vmops-guest', {'os_command_line': GUEST_CMDLINE}),
+    # With the agent's channel (Nova adds it for hw_qemu_guest_agent) and a filesystem on vdb that
+    # the guest writes every second: Nova freezes it for its snapshots (os_require_quiesce).
+    ('vmops-guest-agent', {'os_command_line': GUEST_CMDLINE + ' vmops.fs=vdb',
+                           'hw_qemu_guest_agent': 'yes', 'os_require_quiesce': 'yes'}),
+]
 
 
 def log(msg):
@@ -122,12 +130,7 @@ def wait_image_active(conn, image_id, timeout=120):
         time.sleep(0.5)
 
 
-def ensure_image(conn, name, path, disk_format, container_format, **props):
-    found = [i for i in conn.image.images(name=name) if i.status == 'active']
-    if found:
-        return found[0]
-    for stale in conn.image.images(name=name):  # an upload that did not finish
-        conn.image.delete_image(stale)
+def upload_image(conn, name, path, disk_format, container_format, **props):
     body = dict(name=name, disk_format=disk_format, container_format=container_format,
                 visibility='public', **props)
     resp = conn.image.post('/images', json=body)
@@ -140,6 +143,33 @@ def ensure_image(conn, name, path, disk_format, container_format, **props):
     image = wait_image_active(conn, image_id)
     log('uploaded image %s (%s, %d bytes)' % (name, disk_format, image.size or 0))
     return image
+
+
+def ensure_image(conn, name, path, disk_format, container_format, **props):
+    found = [i for i in conn.image.images(name=name) if i.status == 'active']
+    if found:
+        return found[0]
+    for stale in conn.image.images(name=name):  # an upload that did not finish
+        conn.image.delete_image(stale)
+    return upload_image(conn, name, path, disk_format, container_format, **props)
+
+
+def md5_of(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as data:
+        for chunk in iter(lambda: data.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_current_image(conn, name, path, disk_format):
+    """The guest's kernel or ramdisk as built now: a rebuilt guest is uploaded anew (Glance data
+    cannot change); seed_resources removes the replaced one once the guest images point past it."""
+    checksum = md5_of(path)
+    for image in conn.image.images(name=name):
+        if image.status == 'active' and image.checksum == checksum:
+            return image
+    return upload_image(conn, name, path, disk_format, disk_format)
 
 
 def seed_real_zone(conn):
@@ -174,20 +204,31 @@ def seed_resources(conn):
                    name=n, id=n, ram=r, vcpus=v, disk=d, is_public=True))
 
     guest_dir = os.environ['VMOPS_GUEST_DIR']
-    kernel = ensure_image(conn, 'vmops-guest-kernel', os.path.join(guest_dir, 'vmlinuz'),
-                          'aki', 'aki')
-    ramdisk = ensure_image(conn, 'vmops-guest-ramdisk',
-                           os.path.join(guest_dir, 'initramfs.img'), 'ari', 'ari')
-    if not [i for i in conn.image.images(name='vmops-guest') if i.status == 'active']:
+    kernel = ensure_current_image(conn, 'vmops-guest-kernel', os.path.join(guest_dir, 'vmlinuz'), 'aki')
+    ramdisk = ensure_current_image(conn, 'vmops-guest-ramdisk', os.path.join(guest_dir, 'initramfs.img'), 'ari')
+    for name, props in GUEST_IMAGES:
+        found = [i for i in conn.image.images(name=name) if i.status == 'active']
+        if found:
+            # Kept as they are (tests rely on their properties), only pointed at the current boot files.
+            for image in found:
+                if (image.kernel_id, image.ramdisk_id) != (kernel.id, ramdisk.id):
+                    conn.image.update_image(image, kernel_id=kernel.id, ramdisk_id=ramdisk.id)
+                    log('image %s now boots kernel %s, ramdisk %s' % (name, kernel.id, ramdisk.id))
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            disk = os.path.join(tmp, 'vmops-guest.qcow2')
+            disk = os.path.join(tmp, name + '.qcow2')
             # A blank disk: the guest boots from kernel_id/ramdisk_id and writes its tick
             # record to the first sector of vda (it never formats it).
             subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', disk, '64M'], check=True)
-            ensure_image(conn, 'vmops-guest', disk, 'qcow2', 'bare',
-                         kernel_id=kernel.id, ramdisk_id=ramdisk.id,
-                         os_command_line=GUEST_CMDLINE, hw_disk_bus='virtio',
-                         vmops_guest='busybox')
+            ensure_image(conn, name, disk, 'qcow2', 'bare',
+                         kernel_id=kernel.id, ramdisk_id=ramdisk.id, hw_disk_bus='virtio',
+                         vmops_guest='busybox', **props)
+    for name in ('vmops-guest-kernel', 'vmops-guest-ramdisk'):
+        for stale in conn.image.images(name=name):
+            if stale.id not in (kernel.id, ramdisk.id):
+                # Servers already booted keep their own copy on the compute host.
+                conn.image.delete_image(stale)
+                log('deleted the replaced image %s %s' % (name, stale.id))
 
     net = first(conn.network.networks(name=NETWORK, project_id=vmops.id))
     if net is None:
