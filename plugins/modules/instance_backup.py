@@ -23,7 +23,7 @@ description:
     deletes the rest, never the parent of a kept point, and only after the new point is verified. A chain is
     only cut by a new full. Older incomplete points (left by a failed run) are deleted too."
   - O(state=restored) restores a point (its full and every increment up to it, assembled in order and checked)
-    into a new instance (O(restore_as)) or into the stopped instance itself.
+    into a new instance (O(restore_as)) or, on libvirt only, into the stopped instance itself.
   - "libvirt: the domain must be running or paused, and every disk qcow2 compat 1.1 (checkpoints are QEMU
     persistent dirty bitmaps; a compat 0.10 disk is refused, named, with nothing changed). Each point is a
     push-mode backup job that also creates a libvirt checkpoint of the same name; an increment is written into
@@ -35,8 +35,15 @@ description:
     not started. Into the domain itself: it must be stopped; its checkpoints are dropped, so the next point is
     a full."
   - "OpenStack: a point is one cinder-backup backup of every volume of the server (incremental backups are RBD
-    diffs with the Ceph backup driver), the server's record kept in the backups' metadata; restore makes a new
-    server from new volumes (O(restore_as)) or restores into the stopped server's own volumes."
+    diffs with the Ceph backup driver), the server's record kept in the backups' metadata. An image-booted
+    server's point adds a Glance snapshot image of its system disk (Nova createImage, as
+    M(vmops.lifecycle.instance_snapshot) makes), which is always a full copy and part of no chain, to the
+    backups of its data volumes; one without a data volume is refused (use M(vmops.lifecycle.instance_snapshot))."
+  - "OpenStack restore always makes a new server (O(restore_as) is required): new volumes are restored from the
+    backups, and the server is launched from them (an image-booted point boots from its image, the data
+    volumes attached) with the flavor, networks, metadata, key pair and zone recorded at backup time.
+    Restoring into the server's own volumes is refused, because Cinder restores a backup only into an
+    available (detached) volume and a server's boot volume cannot be detached."
 author:
   - vmops.lifecycle contributors (@vmops-lifecycle)
 options:
@@ -88,15 +95,17 @@ options:
         start of the backup when a guest agent answers, else takes a crash-consistent point; V(required) refuses
         without an agent; V(off) never freezes.
       - OpenStack. Nova freezes a guest only for its own image snapshots, so V(required) is refused. V(auto)
-        pauses a server with several volumes until every volume's backup has started from one moment (a
-        one-volume server is not paused); V(off) never pauses, so each volume has its own moment.
+        pauses a server with several disks (volumes, or an image-booted system disk and its data volumes), so
+        that every disk holds one moment, until every volume's backup is available and Nova's image snapshot
+        task has ended (Nova refuses to unpause before); a one-volume server is not paused. V(off) never pauses,
+        so each disk has its own moment.
     type: str
     choices: [auto, required, 'off']
     default: auto
   restore_as:
     description:
       - With O(state=restored), the name of a new instance made from the point. Unset, the point is restored
-        into the instance itself, which must be stopped.
+        into the instance itself, which must be stopped (libvirt only; on OpenStack O(restore_as) is required).
     type: str
   backup_dir:
     description:
@@ -177,9 +186,18 @@ point:
       type: bool
     disks:
       description: Per disk, C(device), C(file), C(size) (virtual bytes) and C(bytes_written) (bytes the point's
-        file holds).
+        file holds) on libvirt; on OpenStack C(device), C(kind) (V(volume_backup), or V(image) for an
+        image-booted server's system disk, then with C(image_id) and C(full_copy) true), C(volume_id),
+        C(backup_id), C(status), C(incremental), C(size_bytes) and C(bytes_written) (the image's bytes; null for
+        a backup, whose RBD diff size Cinder does not report).
       type: list
       elements: dict
+    boot:
+      description: OpenStack only. V(volume) or V(image) (the system disk is the Glance image C(system_image)).
+      type: str
+    system_image:
+      description: OpenStack only. The Glance image of an image-booted server's system disk, a full copy; else null.
+      type: str
     quiesced:
       description: V(frozen) or V(crash-consistent) (libvirt); V(paused), V(crash-consistent) or V(stopped) (OpenStack).
       type: str

@@ -3,10 +3,17 @@ module's word.
 
   os_backupcheck.py --cloud C setup NAME            -> a server on kvm1 booted from a new 1 GB volume, with a
                                                        1 GB data volume NAME-data: {"id", "domain", "volumes"}
+  os_backupcheck.py --cloud C setup-image NAME      -> a server on kvm1 booted from the image vmops-guest (its system
+                                                       disk local on kvm1), with a 1 GB data volume NAME-data
+  os_backupcheck.py --cloud C images SERVER_ID      -> per point of that server (Cinder's backup metadata), the Glance
+                                                       image its backups name: status, size, properties, and the
+                                                       bytes of its RBD image in pool images (rbd du)
+  os_backupcheck.py --cloud C actions SERVER_ID     -> Nova's instance actions of the server, oldest first
   os_backupcheck.py --cloud C backups SERVER_ID     -> Cinder's backups of that server's points (by metadata), each
                                                        with the bytes its RBD snapshot uses in pool backups (rbd du)
   os_backupcheck.py --cloud C markers SERVER        -> the marker records found on each volume of SERVER, read from
-                                                       RBD (volumes/volume-<id>) with the server stopped or not
+                                                       RBD (volumes/volume-<id>) with the server stopped or not,
+                                                       and the server's image, flavor, metadata and libvirt domain
   os_backupcheck.py --cloud C console SERVER        -> {"tick": the guest's last vmops-tick line on its console, or null}
   os_backupcheck.py --cloud C cleanup PREFIX        -> deletes servers, backups (newest first) and volumes of PREFIX
 """
@@ -61,6 +68,61 @@ def setup(conn, name):
             'volumes': [a['id'] for a in server.attached_volumes or []]}
 
 
+def setup_image(conn, name):
+    server = find_server(conn, name)
+    if server is None:
+        data = conn.block_storage.create_volume(name='%s-data' % name, size=1)
+        data = wait_volume(conn, data, 'available')
+        image = conn.image.find_image('vmops-guest', ignore_missing=False)
+        network = conn.network.find_network('private', ignore_missing=False)
+        server = conn.compute.create_server(
+            name=name, flavor_id='vmops.tiny', networks=[{'uuid': network.id}], availability_zone='real:kvm1',
+            metadata={'role': 'backup-test-image'}, image_id=image.id,
+            block_device_mapping=[
+                {'boot_index': 0, 'uuid': image.id, 'source_type': 'image', 'destination_type': 'local',
+                 'delete_on_termination': True},
+                {'boot_index': -1, 'uuid': data.id, 'source_type': 'volume', 'destination_type': 'volume',
+                 'delete_on_termination': True}])
+    return setup(conn, name)
+
+
+def images(conn, server_id):
+    """{point: the Glance image its backups name}: read from Cinder and Glance, not from the module."""
+    named = {}
+    for backup in conn.block_storage.backups(details=True):
+        metadata = backup.metadata or {}
+        if metadata.get('vmops_instance') == server_id and metadata.get('vmops_image_id'):
+            named[metadata['vmops_point']] = metadata['vmops_image_id']
+    found = {}
+    for point, image_id in sorted(named.items()):
+        image = conn.image.find_image(image_id)
+        if image is None:
+            found[point] = {'id': image_id, 'status': 'gone'}
+            continue
+        properties = image.properties or {}
+        found[point] = {'id': image.id, 'name': image.name, 'status': image.status, 'size': image.size,
+                        'disk_format': image.disk_format, 'image_type': getattr(image, 'image_type', None) or properties.get('image_type'),
+                        'instance_uuid': getattr(image, 'instance_uuid', None) or properties.get('instance_uuid'),
+                        'backup_point': properties.get('vmops_backup_point'), 'rbd_used_bytes': image_usage(image.id)}
+    return found
+
+
+def actions(conn, server_id):
+    """Nova lists a server's actions newest first, in the order it recorded them (its start times have only
+    whole seconds, so a pause and the createImage sent right after it can share one)."""
+    listed = [{'action': a.action, 'start_time': a.start_time, 'request_id': a.request_id}
+              for a in conn.compute.server_actions(server_id)]
+    return list(reversed(listed))
+
+
+def image_usage(image_id):
+    """Bytes Glance's RBD image images/<id> uses (its snapshot and head), from `rbd du` on that image alone
+    (a du of the whole pool trips over images being deleted)."""
+    out = subprocess.run(RBD + ['du', 'images/%s' % image_id, '--format', 'json'], check=True, capture_output=True,
+                         text=True).stdout
+    return sum(entry.get('used_size') or 0 for entry in json.loads(out).get('images', []))
+
+
 def pool_usage():
     """{backup_id: bytes its RBD snapshot holds in pool backups}, from `rbd du`."""
     out = subprocess.run(RBD + ['du', '-p', 'backups', '--format', 'json'], check=True, capture_output=True,
@@ -104,7 +166,8 @@ def markers(conn, name):
     if server is None:
         raise SystemExit('no server %s' % name)
     attachments = sorted(conn.compute.volume_attachments(server), key=lambda a: a.device)
-    return {'status': server.status, 'volumes': [
+    return {'status': server.status, 'image_id': (server.image or {}).get('id'), 'domain': server.instance_name,
+            'flavor': (server.flavor or {}).get('original_name'), 'metadata': server.metadata, 'volumes': [
         {'device': a.device, 'volume_id': a.volume_id, 'markers': read_markers(a.volume_id)} for a in attachments]}
 
 
@@ -129,6 +192,10 @@ def cleanup(conn, prefix):
         deadline = time.monotonic() + 120
         while conn.block_storage.find_backup(backup.id) is not None and time.monotonic() < deadline:
             time.sleep(0.5)
+    for image in conn.image.images():
+        properties = image.properties or {}
+        if properties.get('vmops_backup_instance') in server_ids or (image.name or '').startswith(prefix):
+            conn.image.delete_image(image, ignore_missing=True)
     for volume in conn.block_storage.volumes():
         if volume.name and volume.name.startswith(prefix):
             volume = conn.block_storage.wait_for_status(volume, 'available', failures=['error'], wait=120)
@@ -139,12 +206,13 @@ def cleanup(conn, prefix):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--cloud', required=True)
-    parser.add_argument('command', choices=['setup', 'backups', 'markers', 'console', 'cleanup'])
+    parser.add_argument('command', choices=['setup', 'setup-image', 'images', 'actions', 'backups', 'markers', 'console',
+                                            'cleanup'])
     parser.add_argument('arg')
     args = parser.parse_args()
     conn = openstack.connect(cloud=args.cloud)
-    out = {'setup': setup, 'backups': backups, 'markers': markers, 'console': console,
-           'cleanup': cleanup}[args.command](conn, args.arg)
+    out = {'setup': setup, 'setup-image': setup_image, 'images': images, 'actions': actions, 'backups': backups,
+           'markers': markers, 'console': console, 'cleanup': cleanup}[args.command](conn, args.arg)
     print(json.dumps(out))
 
 

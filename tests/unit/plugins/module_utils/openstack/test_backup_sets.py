@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
-"""CinderBackupSets against a fake Nova + Cinder: what a point is made of, the order of the calls
-(pause, backups, waits, record last, unpause), the refusals made before anything is sent, retention's
-deletes and the relaunch from restored volumes; and one full + increment + restore through BackupRun."""
+"""CinderBackupSets against a fake Nova + Cinder + Glance: what a point is made of, the order of the calls
+(pause, system-disk image, backups, waits, record last, unpause), the refusals made before anything is
+sent, retention's deletes (images included) and the relaunch from restored volumes (and from a point's
+image); and one full + increment + restore through BackupRun."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -38,13 +39,16 @@ class FakeCloud(object):
     def __init__(self):
         self.ids = itertools.count(1)
         self.clock = itertools.count(1)
-        self.servers, self.attachments, self.volumes, self.backups = {}, {}, {}, {}
+        self.servers, self.attachments, self.volumes, self.backups, self.images = {}, {}, {}, {}, {}
         self.pools = [{'name': 'vmops@ceph#ceph', 'capabilities': {'storage_protocol': 'ceph'}}]
         self.sent = []
         self.backup_status = 'available'     # what a new backup becomes
+        self.image_status = 'active'         # what a new snapshot image becomes
         self.fail_reason = None
 
     def add_server(self, server_id, name, volumes, status='ACTIVE', image=None):
+        if image:
+            self.images.setdefault(image['id'], {'id': image['id'], 'name': 'base', 'status': 'active', 'size': 1})
         self.servers[server_id] = {'id': server_id, 'name': name, 'status': status, 'image': image or '',
                                    'flavor': {'original_name': 'vmops.tiny'}, 'addresses': {'private': []},
                                    'metadata': {'role': 'db'}, 'key_name': None,
@@ -61,6 +65,8 @@ class FakeCloud(object):
             self.sent.append((method, path, json))
         if service == 'compute':
             return _Response(self._nova(method, parts, json))
+        if service == 'image':
+            return _Response(self._glance(method, parts, params or {}, json))
         assert service == 'block_storage' and microversion == backup_sets.BLOCK_STORAGE_MICROVERSION
         return _Response(self._cinder(method, parts, params or {}, json))
 
@@ -72,7 +78,34 @@ class FakeCloud(object):
             raise ResourceNotFound('no server %s' % parts[1])
         if len(parts) == 3 and parts[2] == 'os-volume_attachments':
             return {'volumeAttachments': self.attachments[parts[1]]}
+        if len(parts) == 3 and parts[2] == 'action' and 'createImage' in body:
+            image_id = 'image-%02d' % next(self.ids)
+            # Nova copies the server's image properties, then the request's, and names the server.
+            inherited = dict((k, v) for k, v in self.images.get((server['image'] or {}).get('id'), {}).items()
+                             if k.startswith('vmops_'))
+            self.images[image_id] = dict(inherited, id=image_id, name=body['createImage']['name'],
+                                         status=self.image_status, size=4096, virtual_size=2 ** 30,
+                                         instance_uuid=server['id'], image_type='snapshot',
+                                         created_at='2026-12-04T03:00:%02d' % next(self.clock),
+                                         **body['createImage']['metadata'])
+            return {'image_id': image_id}
         return {'server': server}
+
+    def _glance(self, method, parts, params, body):
+        if parts == ['images']:
+            return {'images': [dict(image) for image in self.images.values()
+                               if all(image.get(key) == value for key, value in params.items() if key != 'limit')]}
+        image = self.images.get(parts[1])
+        if image is None:
+            raise ResourceNotFound('no image')
+        if method == 'DELETE':
+            del self.images[parts[1]]
+            return {}
+        if method == 'PATCH':
+            for operation in body:
+                assert operation['op'] == 'remove'
+                del image[operation['path'].lstrip('/')]
+        return dict(image)
 
     def _cinder(self, method, parts, params, body):
         if parts[0] == 'scheduler-stats':
@@ -155,6 +188,8 @@ class FakeBackend(object):
     def resolve(self, kind, identifier):
         if kind == 'volume':
             return Resource(self.cloud.volumes[identifier])
+        if kind == 'image':
+            return Resource(self.cloud.images[identifier])
         return Resource({'id': '%s-id' % identifier, 'name': identifier})
 
     def find_flavor(self, identifier):
@@ -178,6 +213,14 @@ def two_volume_cloud():
     cloud = FakeCloud()
     cloud.add_server(SERVER, 'db1', [('/dev/vda', 'vol-root', 'vmops@ceph#ceph'),
                                      ('/dev/vdb', 'vol-data', 'vmops@ceph#ceph')])
+    return cloud
+
+
+def image_booted_cloud(data_volumes=(('/dev/vdb', 'vol-data'),)):
+    cloud = FakeCloud()
+    cloud.add_server(SERVER, 'app1', [(device, volume_id, 'vmops@ceph#ceph') for device, volume_id in data_volumes],
+                     image={'id': 'image-base'})
+    cloud.servers[SERVER]['OS-EXT-SRV-ATTR:root_device_name'] = '/dev/vda'
     return cloud
 
 
@@ -233,7 +276,6 @@ def test_a_failed_backup_fails_fast_removes_what_was_made_and_unpauses():
 
 
 @pytest.mark.parametrize('change, message', [
-    ('image', 'boots from an image'),
     ('quiesce', 'quiesce=required'),
     ('lvm', 'cannot back up incrementally'),
     ('error', 'is error'),
@@ -241,9 +283,7 @@ def test_a_failed_backup_fails_fast_removes_what_was_made_and_unpauses():
 def test_refused_before_anything_is_sent(change, message):
     cloud = two_volume_cloud()
     quiesce = 'auto'
-    if change == 'image':
-        cloud.servers[SERVER]['image'] = {'id': 'img'}
-    elif change == 'quiesce':
+    if change == 'quiesce':
         quiesce = 'required'
     elif change == 'lvm':
         cloud.volumes['vol-data']['os-vol-host-attr:host'] = 'vmops@lvm#lvm'
@@ -353,3 +393,152 @@ def test_backup_run_full_then_increment_then_retention_keeps_the_chain():
     assert first['point']['kind'] == 'full' and second['point']['kind'] == 'incremental'
     assert second['deleted'] == []      # the full is the increment's parent: kept
     assert len(sets.points(SERVER, 'n')) == 2
+
+
+# Image-booted servers: a Glance image of the system disk plus backups of the data volumes -----------------
+
+def test_image_booted_point_pauses_asks_for_the_image_first_and_names_it_in_every_backup():
+    cloud = image_booted_cloud([('/dev/vdb', 'vol-data'), ('/dev/vdc', 'vol-logs')])
+    sets = sets_for(cloud)
+    point = sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    assert actions(cloud) == [('ACTION', 'pause'), ('POST', '/servers/%s/action' % SERVER), ('POST', '/backups'),
+                              ('POST', '/backups'), ('ACTION', 'unpause'), ('PUT', '/backups/backup-02')]
+    image_id = cloud.sent[1][2]
+    assert image_id['createImage']['name'] == 'n-1-vda'
+    properties = image_id['createImage']['metadata']
+    assert properties['vmops_backup_point'] == 'n-1' and properties['vmops_backup_series'] == 'n'
+    assert properties['vmops_backup_instance'] == SERVER and 'vmops_series' not in properties
+    posted = [entry[2]['backup'] for entry in cloud.sent if entry[1] == '/backups']
+    assert [b['volume_id'] for b in posted] == ['vol-data', 'vol-logs']
+    assert set(b['metadata']['vmops_image_id'] for b in posted) == {'image-01'}
+    assert point['complete'] and point['boot'] == 'image' and point['system_image'] == 'image-01'
+    assert point['quiesced'] == 'paused'
+    system = point['disks'][0]
+    assert system['kind'] == 'image' and system['full_copy'] and not system['incremental']
+    assert system['device'] == '/dev/vda' and system['bytes_written'] == 4096
+    assert [d['device'] for d in point['disks'][1:]] == ['/dev/vdb', '/dev/vdc']
+    assert point['backups'] == {'vol-data': 'backup-02', 'vol-logs': 'backup-03'}
+    assert point['_server']['boot'] == 'image' and point['_server']['flavor'] == 'vmops.tiny'
+    assert cloud.servers[SERVER]['status'] == 'ACTIVE'
+
+
+def test_image_booted_check_take_plans_a_full_image_and_chains_only_the_volumes():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    full = sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    assert sets.broken_reason(SERVER, full) is None
+    del cloud.sent[:]
+    plan = sets.check_take(SERVER, 'incremental', full, 'auto')
+    assert cloud.sent == []
+    assert plan['boot'] == 'image' and plan['pause'] and plan['quiesced'] == 'paused'
+    assert plan['system_disk']['full_copy'] and not plan['system_disk']['incremental']
+    assert [v['volume_id'] for v in plan['volumes']] == ['vol-data']
+    increment = sets.take(SERVER, 'n-2', 'n', 'incremental', full, 'auto')
+    assert increment['system_image'] != full['system_image']
+    assert cloud.backups[increment['backups']['vol-data']]['is_incremental']
+    assert not cloud.sent[1][2]['createImage'].get('incremental')
+
+
+def test_image_booted_quiesce_off_and_a_stopped_server_are_not_paused():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    point = sets.take(SERVER, 'n-1', 'n', 'full', None, 'off')
+    assert point['quiesced'] == 'crash-consistent' and ('ACTION', 'pause') not in actions(cloud)
+    cloud.servers[SERVER]['status'] = 'SHUTOFF'
+    assert sets.check_take(SERVER, 'full', None, 'auto')['quiesced'] == 'stopped'
+
+
+@pytest.mark.parametrize('change, message', [
+    ('no data volume', 'Use instance_snapshot'),
+    ('image requires quiesce', 'os_require_quiesce=yes'),
+    ('quiesce required', 'quiesce=required'),
+])
+def test_image_booted_refusals_before_anything_is_sent(change, message):
+    cloud = image_booted_cloud(() if change == 'no data volume' else (('/dev/vdb', 'vol-data'),))
+    quiesce = 'required' if change == 'quiesce required' else 'auto'
+    if change == 'image requires quiesce':
+        cloud.images['image-base'].update(hw_qemu_guest_agent='yes', os_require_quiesce='yes')
+    with pytest.raises(InvalidRequest) as caught:
+        sets_for(cloud).take(SERVER, 'n-1', 'n', 'full', None, quiesce)
+    assert message in caught.value.msg
+    assert cloud.sent == []
+
+
+def test_image_booted_point_is_incomplete_without_its_image_and_a_failed_image_removes_everything():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    point = sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    cloud.images[point['system_image']]['status'] = 'killed'
+    assert not sets.points(SERVER, 'n')[0]['complete']
+    del cloud.images[point['system_image']]
+    found = sets.points(SERVER, 'n')[0]
+    assert not found['complete'] and found['disks'][0]['status'] == 'missing'
+
+    cloud = image_booted_cloud()
+    cloud.image_status = 'killed'
+    sets = sets_for(cloud)
+    with pytest.raises(VmopsError) as caught:
+        sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    assert 'killed' in caught.value.msg
+    assert cloud.backups == {} and list(cloud.images) == ['image-base']
+    assert cloud.servers[SERVER]['status'] == 'ACTIVE'
+
+
+def test_an_image_left_without_backups_is_an_incomplete_point_that_delete_removes():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    cloud.images['image-left'] = {'id': 'image-left', 'name': 'n-0-vda', 'status': 'active', 'size': 1,
+                                  'instance_uuid': SERVER, 'vmops_backup_point': 'n-0', 'vmops_backup_series': 'n',
+                                  'vmops_backup_instance': SERVER, 'vmops_backup_taken_at': '2026-12-04T02:00:00Z'}
+    # The same properties on an image Nova made of another server (launched from one of ours): not ours.
+    cloud.images['image-other'] = dict(cloud.images['image-left'], id='image-other', instance_uuid=OTHER)
+    points = sets.points(SERVER, 'n')
+    assert [(p['name'], p['complete'], p['taken_at']) for p in points] == [('n-0', False, '2026-12-04T02:00:00Z')]
+    sets.delete(points[0])
+    assert 'image-left' not in cloud.images and 'image-other' in cloud.images
+
+
+def test_image_booted_delete_removes_the_backups_then_the_image():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    point = sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    del cloud.sent[:]
+    sets.delete(sets.points(SERVER, 'n')[0])
+    assert actions(cloud) == [('PUT', '/backups/%s' % point['backups']['vol-data']),
+                              ('DELETE', '/backups/%s' % point['backups']['vol-data']),
+                              ('DELETE', '/images/%s' % point['system_image'])]
+    assert sets.points(SERVER, 'n') == []
+
+
+def test_image_booted_restore_boots_from_the_points_image_with_the_data_volumes_restored():
+    cloud = image_booted_cloud()
+    sets = sets_for(cloud)
+    full = sets.take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    increment = sets.take(SERVER, 'n-2', 'n', 'incremental', full, 'auto')
+    chain = backup_chain.chain_to(sets.points(SERVER, 'n'), 'n-2')
+    plan = sets.check_restore(chain, {'instance': SERVER, 'restore_as': 'app1-copy'})
+    assert plan['system_disk'] == {'device': '/dev/vda', 'from_image': increment['system_image']}
+    assert plan['volumes'] == [{'device': '/dev/vdb', 'from_backup': increment['backups']['vol-data']}]
+    made = sets.restore(chain, {'instance': SERVER, 'restore_as': 'app1-copy'})
+    body = sets.backend.created[0]
+    assert body['imageRef'] == increment['system_image']
+    assert body['metadata'] == {'role': 'db', 'vmops_restored_from_point': 'n-2'}
+    mapping = [(m['boot_index'], m['source_type'], m['destination_type'], m['uuid']) for m in body['block_device_mapping_v2']]
+    assert mapping == [(0, 'image', 'local', increment['system_image']),
+                       (-1, 'volume', 'volume', made['volumes'][0]['volume_id'])]
+    assert made['system_disk']['from_image'] == increment['system_image']
+    del cloud.images[increment['system_image']]
+    with pytest.raises(InvalidRequest) as caught:
+        sets.check_restore(chain, {'instance': SERVER, 'restore_as': 'app1-copy2'})
+    assert 'cannot be relaunched' in caught.value.msg
+
+
+def test_image_booted_point_drops_the_vmops_properties_nova_copied_from_the_servers_image():
+    cloud = image_booted_cloud()
+    # The server was launched from an instance_snapshot snapshot, whose facts Nova copies into new images.
+    cloud.images['image-base'].update(vmops_instance_id=OTHER, vmops_series='n', vmops_complete='true')
+    point = sets_for(cloud).take(SERVER, 'n-1', 'n', 'full', None, 'auto')
+    image = cloud.images[point['system_image']]
+    assert not [key for key in image if key.startswith('vmops_') and not key.startswith('vmops_backup_')]
+    assert image['vmops_backup_point'] == 'n-1'
+    assert actions(cloud)[2] == ('PATCH', '/images/%s' % point['system_image'])
