@@ -92,8 +92,11 @@ options:
   quiesce:
     description:
       - libvirt, as in M(vmops.lifecycle.instance_snapshot). V(auto) freezes the guest's file systems around the
-        start of the backup when a guest agent answers, else takes a crash-consistent point; V(required) refuses
-        without an agent; V(off) never freezes.
+        start of the backup when a guest agent answers, else takes a crash-consistent point (and says why in
+        C(point.quiesce_error)); V(required) refuses without an agent, and fails with nothing started when the
+        agent does not answer within 5 seconds (no freeze is then sent) or does not freeze within 20; V(off)
+        never freezes. A thaw that fails is tried three times; a guest still frozen after that fails the run with
+        the command that thaws it.
       - OpenStack. Nova freezes a guest only for its own image snapshots, so V(required) is refused. V(auto)
         pauses a server with several disks (volumes, or an image-booted system disk and its data volumes), so
         that every disk holds one moment, until every volume's backup is available and Nova's image snapshot
@@ -200,6 +203,17 @@ point:
       type: str
     quiesced:
       description: V(frozen) or V(crash-consistent) (libvirt); V(paused), V(crash-consistent) or V(stopped) (OpenStack).
+      type: str
+    guest_frozen_ms:
+      description: libvirt only. How long the guest's file systems were frozen, from the freeze request to the
+        thaw's answer (the guest's own frozen time is shorter); null when it was not frozen.
+      type: float
+    frozen_filesystems:
+      description: libvirt only. How many file systems the guest agent froze.
+      type: int
+    quiesce_error:
+      description: libvirt only. Why a point with O(quiesce=auto) is crash-consistent although the domain has a
+        guest agent (the agent's error), else null.
       type: str
     checkpoint:
       description: libvirt only. The checkpoint created with the point.

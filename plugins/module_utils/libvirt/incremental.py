@@ -38,8 +38,10 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_sto
     COMPLETE, DOMAIN_XML, MANIFEST, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt, redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.quiesce import (
+    AGENT_CHANNEL, agent_connected, run_quiesced)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import (
-    AGENT_CHANNEL, _agent_connected, _definition_without_secrets, _disks, _escape)
+    _definition_without_secrets, _disks, _escape)
 
 CHAIN_FORMAT = 1
 RESTORED_TAG = 'vmops-restored-from='
@@ -104,7 +106,9 @@ class LibvirtBackupSets(BackupSets):
             'name': manifest['name'], 'series': manifest['series'], 'instance': manifest.get('domain_uuid'),
             'kind': manifest.get('kind'), 'parent': manifest.get('parent'), 'taken_at': manifest.get('taken_at'),
             'complete': complete, 'checkpoint': manifest.get('checkpoint'), 'path': path,
-            'quiesced': manifest.get('quiesced'), 'host': manifest.get('host'),
+            'quiesced': manifest.get('quiesced'), 'guest_frozen_ms': manifest.get('guest_frozen_ms'),
+            'frozen_filesystems': manifest.get('frozen_filesystems'), 'quiesce_error': manifest.get('quiesce_error'),
+            'host': manifest.get('host'),
             'disks': [{'device': disk['target'], 'file': disk['file'], 'size': disk.get('virtual_size_bytes'),
                        'bytes_written': disk.get('size_bytes'), 'backing': disk.get('backing')}
                       for disk in manifest.get('disks', [])],
@@ -175,7 +179,7 @@ class LibvirtBackupSets(BackupSets):
                     'Nothing was changed.' % (target, seen.name, source,
                                               'qcow2 compat %s' % compat if fmt == 'qcow2' else 'format %s' % fmt),
                     disk=target)
-        agent = _agent_connected(tree)
+        agent = agent_connected(tree)
         if quiesce == 'required' and not agent:
             raise InvalidRequest('quiesce=required, but domain %s has no connected guest agent (channel %s); use '
                                  'quiesce=auto for a crash-consistent backup.' % (seen.name, AGENT_CHANNEL))
@@ -208,6 +212,7 @@ class LibvirtBackupSets(BackupSets):
             definition, secrets_removed = _definition_without_secrets(instance)
             self.store.write(domain, name, DOMAIN_XML, definition.encode('utf-8'))
             manifest.update(complete=True, quiesced=job['quiesced'], guest_frozen_ms=job['frozen_ms'],
+                            frozen_filesystems=job['frozen_filesystems'],
                             job_seconds=job['seconds'], secrets_removed=secrets_removed,
                             power_state=self.backend.observe(instance).state, method='virDomainBackupBegin (push, %s)'
                             % ('incremental on checkpoint %s' % parent['checkpoint'] if parent else 'full'))
@@ -235,31 +240,16 @@ class LibvirtBackupSets(BackupSets):
                               _xml(name), ''.join("<disk name='%s' checkpoint='bitmap'/>" % _xml(t) for t in sorted(backed)),
                               ''.join("<disk name='%s' checkpoint='no'/>" % _xml(target)
                                       for target, _s, _f, _b in _disks(live) if target not in backed)))
-        agent = quiesce != 'off' and _agent_connected(live)
-        frozen_at = thawed_at = None
-        quiesce_error = None
-        if agent:
-            try:
-                frozen_at = time.monotonic()
-                instance.fsFreeze(None, 0)
-            except libvirt.libvirtError as error:
-                frozen_at = None
-                if quiesce == 'required':
-                    raise BackendError('quiesce=required, but the guest agent of %s did not freeze: %s'
-                                       % (instance.name(), error.get_error_message()))
-                quiesce_error = error.get_error_message()
         started = time.monotonic()
-        try:
-            instance.backupBegin(backup_xml, checkpoint_xml, libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL)
-        except libvirt.libvirtError as error:
-            raise BackendError('libvirt refused the backup of %s: %s' % (instance.name(), error.get_error_message()),
-                               libvirt_error_code=error.get_error_code())
-        finally:
-            if frozen_at is not None:
-                try:
-                    instance.fsThaw(None, 0)
-                finally:
-                    thawed_at = time.monotonic()
+
+        def begin_job():
+            try:
+                instance.backupBegin(backup_xml, checkpoint_xml, libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL)
+            except libvirt.libvirtError as error:
+                raise BackendError('libvirt refused the backup of %s: %s' % (instance.name(), error.get_error_message()),
+                                   libvirt_error_code=error.get_error_code())
+
+        frozen = run_quiesced(instance, quiesce, agent_connected(live), begin_job)
         try:
             wait_until(lambda: self._job(instance), lambda job: job['done'], lambda job: job['text'],
                        'the backup job of %s' % instance.name(), self.deadline.remaining(),
@@ -270,9 +260,10 @@ class LibvirtBackupSets(BackupSets):
             except libvirt.libvirtError:
                 pass
             raise
-        return {'quiesced': 'frozen' if frozen_at is not None else 'crash-consistent',
-                'frozen_ms': round((thawed_at - frozen_at) * 1000, 1) if frozen_at is not None else None,
-                'seconds': round(time.monotonic() - started, 3), 'quiesce_error': quiesce_error}
+        return {'quiesced': 'frozen' if frozen['quiesced'] else 'crash-consistent',
+                'frozen_ms': round(frozen['frozen_seconds'] * 1000, 1) if frozen['quiesced'] else None,
+                'frozen_filesystems': frozen['frozen_filesystems'],
+                'seconds': round(time.monotonic() - started, 3), 'quiesce_error': frozen['quiesce_error']}
 
     @staticmethod
     def _job(instance):

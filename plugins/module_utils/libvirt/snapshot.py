@@ -43,11 +43,12 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backup_sto
     DOMAIN_XML, INCOMPLETE, MANIFEST, MISSING, STAGING_DIR, BackupStore, chain_point, open_store)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt, redact_uri
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.quiesce import (
+    AGENT_CHANNEL, agent_connected, run_quiesced)
 
 MANIFEST_FORMAT = 1
 SERIES_TAG = 'vmops-series='
 RECORDED_TAG = 'vmops-recorded='
-AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 
 def _escape(text):
@@ -70,14 +71,6 @@ def _disks(tree):
         backup = disk.get('device', 'disk') == 'disk' and disk.find('readonly') is None
         disks.append((target.get('dev'), where, driver.get('type') if driver is not None else 'raw', backup))
     return disks
-
-
-def _agent_connected(tree):
-    for channel in tree.iterfind('./devices/channel'):
-        target = channel.find('target')
-        if target is not None and target.get('name') == AGENT_CHANNEL:
-            return target.get('state') == 'connected'
-    return False
 
 
 def _recorded(dom, tree):
@@ -247,7 +240,7 @@ class LibvirtSnapshots(SnapshotDriver):
                                  % (ref.name(), observation.task))
         where = self.store.path(ref.name(), '<name>')
         if observation.state in (states.RUNNING, states.PAUSED):
-            agent = _agent_connected(tree)
+            agent = agent_connected(tree)
             if request.quiesce == 'required' and not agent:
                 raise InvalidRequest('quiesce=required, but domain %s has no connected guest agent '
                                      '(channel %s); use quiesce=auto for a crash-consistent copy.'
@@ -445,33 +438,18 @@ class LibvirtSnapshots(SnapshotDriver):
             else:
                 elements.append("<disk name='%s' backup='no'/>" % _escape(target))
         backup_xml = "<domainbackup mode='push'><disks>%s</disks></domainbackup>" % ''.join(elements)
-        agent = request.quiesce != 'off' and _agent_connected(ET.fromstring(ref.XMLDesc(0)))
-        frozen_at = thawed_at = None
-        quiesce_error = None
-        if agent:
-            try:
-                frozen_at = time.monotonic()
-                ref.fsFreeze(None, 0)
-            except libvirt.libvirtError as error:
-                frozen_at = None
-                if request.quiesce == 'required':
-                    raise BackendError('quiesce=required, but the guest agent of %s did not freeze: %s'
-                                       % (ref.name(), error.get_error_message()))
-                quiesce_error = error.get_error_message()
+        agent = agent_connected(ET.fromstring(ref.XMLDesc(0)))
         created_at = iso_utc(now_utc())
         begin = time.monotonic()
-        try:
-            ref.backupBegin(backup_xml, None, 0)
-        except libvirt.libvirtError as error:
-            raise BackendError('libvirt refused the backup of %s: %s' % (ref.name(), error.get_error_message()),
-                               libvirt_error_code=error.get_error_code())
-        finally:
-            begun = time.monotonic()
-            if frozen_at is not None:
-                try:
-                    ref.fsThaw(None, 0)
-                finally:
-                    thawed_at = time.monotonic()
+
+        def begin_job():
+            try:
+                ref.backupBegin(backup_xml, None, 0)
+            except libvirt.libvirtError as error:
+                raise BackendError('libvirt refused the backup of %s: %s' % (ref.name(), error.get_error_message()),
+                                   libvirt_error_code=error.get_error_code())
+
+        frozen = run_quiesced(ref, request.quiesce, agent, begin_job)
         self._job_domain = ref
         try:
             wait_until(self._job, lambda job: job['done'], lambda job: job['text'],
@@ -486,10 +464,11 @@ class LibvirtSnapshots(SnapshotDriver):
         stats = self._last_job
         if not stats.get('success', True):
             raise BackendError('The backup job of %s failed: %s' % (ref.name(), stats.get('errmsg', 'no message')))
-        return {'created_at': created_at, 'quiesced': frozen_at is not None,
-                'guest_paused_seconds': round(thawed_at - frozen_at, 6) if frozen_at is not None else 0.0,
-                'begin_seconds': round(begun - begin, 6), 'copy_seconds': round(time.monotonic() - begin, 3),
-                'quiesce_error': quiesce_error}
+        return {'created_at': created_at, 'quiesced': frozen['quiesced'],
+                'guest_paused_seconds': frozen['frozen_seconds'] or 0.0,
+                'frozen_filesystems': frozen['frozen_filesystems'],
+                'begin_seconds': frozen['begin_seconds'], 'copy_seconds': round(time.monotonic() - begin, 3),
+                'quiesce_error': frozen['quiesce_error']}
 
     _job_domain = None
     _last_job = None

@@ -7,6 +7,9 @@
                                                "sizes": {name: {file: disk size}}} of a domain's store dir
   chaincheck.py --uri URI checkpoints DOMAIN -> {"names": [...]} libvirt's checkpoints of the domain
   chaincheck.py --uri URI rmtree DIR        -> removes a directory on the host (test setup and cleanup)
+  chaincheck.py --uri URI fslog PATH        -> {"fsck_ok", "fsck": text, "lines": [{"boot", "uptime", "counter"}]}
+                                               the guest's /vmops.log read out of the ext2 filesystem in a
+                                               standalone qcow2 (e2fsck -fn, debugfs), never mounted
 
 PATH and DIR are paths as the host sees them; guestctl maps them to this machine. Marks are records
 written by the guest at MARK_SECTORS (vmops-record) and read here with qemu-io.
@@ -18,11 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import libvirt
 
 HEX_RE = re.compile(r'^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})')
 MARK_SECTORS = {'1': 4096, '2': 6144, '3': 8192}
+FSLINE_RE = re.compile(r'vmops-fsline boot=(\S+) uptime=([0-9.]+) counter=([0-9]+)')
 
 
 def guestctl(path):
@@ -58,11 +63,23 @@ def image(local):
     return seen
 
 
+def fslog(local):
+    """The guest's own log from the filesystem in a qcow2, checked read-only by e2fsck first."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, 'fs.raw')
+        subprocess.run(['qemu-img', 'convert', '-U', '-O', 'raw', local, raw], check=True)
+        fsck = subprocess.run(['e2fsck', '-fn', raw], capture_output=True, text=True, check=False)
+        cat = subprocess.run(['debugfs', '-R', 'cat /vmops.log', raw], capture_output=True, text=True, check=False)
+    lines = [{'boot': m.group(1), 'uptime': float(m.group(2)), 'counter': int(m.group(3))}
+             for m in FSLINE_RE.finditer(cat.stdout)]
+    return {'fsck_ok': fsck.returncode == 0, 'fsck': (fsck.stdout + fsck.stderr)[-2000:], 'lines': lines}
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--uri', required=True)
     parser.add_argument('--guestctl', required=True)
-    parser.add_argument('command', choices=['amend', 'image', 'points', 'checkpoints', 'rmtree'])
+    parser.add_argument('command', choices=['amend', 'image', 'points', 'checkpoints', 'rmtree', 'fslog'])
     parser.add_argument('path')
     args = parser.parse_args()
     host = guestctl(args.guestctl).find_host(args.uri)
@@ -91,6 +108,8 @@ def main():
         except libvirt.libvirtError:
             names = []
         print(json.dumps({'names': names}))
+    elif args.command == 'fslog':
+        print(json.dumps(fslog(local)))
     elif args.command == 'rmtree':
         if not args.path.startswith('/var/lib/libvirt/images/'):
             sys.exit('refusing to remove %s' % args.path)

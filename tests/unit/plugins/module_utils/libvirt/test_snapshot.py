@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 """The parts of the libvirt snapshot driver that read what the hypervisor returned: which disks a
-backup takes, and whether a guest agent can freeze."""
+backup takes, and which points are part of a chain."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -26,27 +26,19 @@ DOMAIN = """
     <disk type='block' device='disk'>
       <driver name='qemu' type='raw'/><source dev='/dev/vg/ro'/><target dev='vdc' bus='virtio'/><readonly/>
     </disk>
-    %s
   </devices>
 </domain>
 """
-AGENT = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' state='%s'/></channel>"
 
 
 def test_every_real_disk_is_backed_up_and_only_those():
-    disks = libvirt_snapshot._disks(ET.fromstring(DOMAIN % ''))
+    disks = libvirt_snapshot._disks(ET.fromstring(DOMAIN))
     assert disks == [
         ('vda', '/var/lib/libvirt/images/a.qcow2', 'qcow2', True),
         ('vdb', 'rbd:volumes/volume-1', 'raw', True),
         ('sda', '/iso/x.iso', 'raw', False),
         ('vdc', '/dev/vg/ro', 'raw', False),
     ]
-
-
-def test_guest_agent_detection():
-    assert libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'connected')))
-    assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % (AGENT % 'disconnected')))
-    assert not libvirt_snapshot._agent_connected(ET.fromstring(DOMAIN % ''))
 
 
 class ChainStore(object):
