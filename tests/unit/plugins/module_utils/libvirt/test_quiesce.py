@@ -142,7 +142,10 @@ def test_the_guest_is_thawed_when_the_job_is_refused():
 def test_an_agent_that_does_not_answer_is_sent_no_freeze(quiesce_mode):
     """A freeze libvirt gives up on still reaches a stalled agent when it wakes: so none is sent to it."""
     guest = Guest(ping_error='Guest agent is not responding')
-    run = lambda: quiesce.run_quiesced(guest, quiesce_mode, True, lambda: guest.calls.append('begin'))  # noqa: E731
+
+    def run():
+        return quiesce.run_quiesced(guest, quiesce_mode, True, lambda: guest.calls.append('begin'))
+
     if quiesce_mode == 'required':
         with pytest.raises(BackendError) as raised:
             run()
