@@ -79,6 +79,11 @@ options:
         anything is done) where that is not possible, V(off) never tries.
       - OpenStack can only quiesce through Nova, for volume-backed servers whose image has
         C(hw_qemu_guest_agent=yes) and C(os_require_quiesce=yes). The result's C(quiesced) says what was achieved.
+      - On OpenStack, a guest agent that does not answer makes Nova's C(createImage) of a volume-backed server fail,
+        after up to Nova's RPC timeout (60 s by default). V(required) then fails and says so; nothing is left behind.
+        V(auto) pauses the server and takes the snapshot crash-consistent instead (C(consistency=paused), the reason
+        in C(quiesce_error)); the pause waits on Nova's compute, which stalls while libvirt waits for the agent.
+        Either way libvirt may still hold Nova's freeze for the agent, see the quiesce section of docs/instance_snapshot.md.
     type: str
     choices: [auto, required, 'off']
     default: auto
@@ -202,8 +207,13 @@ snapshot:
       type: bool
     consistency:
       description: >-
-        OpenStack only. V(quiesced), V(paused) (include_volumes: the server was paused),
-        V(crash) (a running guest), or V(stopped).
+        OpenStack only. V(quiesced), V(paused) (include_volumes, or a quiesce that failed with O(quiesce=auto):
+        the server was paused), V(crash) (a running guest), or V(stopped).
+      type: str
+    quiesce_error:
+      description: >-
+        OpenStack only. Why a snapshot that was to be quiesced was taken crash-consistent instead (Nova could not
+        freeze the guest), or null.
       type: str
     contains:
       description: What it holds, one entry per disk or volume, each with C(device), C(kind), C(id_or_path), C(size_bytes).
@@ -227,6 +237,10 @@ timings:
   description: >-
     C(total_seconds) and C(guest_paused_seconds). The latter is the time the module paused the server or
     froze the guest's file systems. libvirt adds C(backup_begin_seconds), C(copy_seconds) and C(libvirt_calls).
+    OpenStack adds C(snapshot_seconds), and for a quiesced volume-backed snapshot C(quiesce_window_seconds),
+    from sending C(createImage) until every Cinder snapshot was seen available. Nova reports no freeze times.
+    The freeze starts within this window and ends shortly after it, once Nova's compute has seen the same
+    snapshots available (it polls every 0.5 s) and thawed the guest; it is an estimate, not a bound.
   returned: always
   type: dict
 deleted:

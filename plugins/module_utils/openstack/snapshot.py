@@ -7,7 +7,8 @@ A snapshot is one Glance image (image_type=snapshot). The module's facts are ima
   vmops_instance_id, vmops_instance_name, vmops_series, vmops_created_at (microseconds), vmops_kind,
   vmops_complete ('true' once everything was verified; 'false' while taking or deleting it),
   vmops_volume_snapshots (JSON: the Cinder snapshots of include_volumes), vmops_recorded (JSON of what
-  a relaunch needs), vmops_quiesced, vmops_consistency, vmops_guest_paused_seconds.
+  a relaunch needs), vmops_quiesced, vmops_consistency, vmops_guest_paused_seconds, vmops_quiesce_error
+  (why a snapshot that was to be quiesced is crash-consistent instead).
 Nova's volume-backed snapshots list their Cinder snapshots in the image's block_device_mapping.
 
 Every request goes through the backend's one counted session: compute at the backend's
@@ -19,6 +20,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import re
 import time
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
@@ -36,10 +38,48 @@ SNAPSHOT_FAILED = ('error', 'error_deleting')
 # Nova's task states while the disk is still being captured (after these, only the upload remains).
 CAPTURING = ('image_snapshot', 'image_snapshot_pending', 'image_pending_upload')
 JSON_PATCH = 'application/openstack-images-v2.1-json-patch'
+# Nova's compute polls Cinder this often before it thaws a guest frozen for volume snapshots: the module
+# polls as often, so the window it reports ends close to the thaw.
+NOVA_SNAPSHOT_POLL = 0.5
 
 
 def _yes(value):
     return str(value).lower() in ('yes', 'true', '1', 'on')
+
+
+def quiesce_failure(error):
+    """True when Nova's createImage of a volume-backed server failed in its quiesce step.
+
+    Nova's API asks the compute to freeze the guest before it creates the Cinder snapshots; that is the
+    only call to the compute in this request (the thaw is sent without waiting). A guest agent that does
+    not answer leaves libvirt's freeze waiting: the call times out (HTTP 500, MessagingTimeout), or a
+    later freeze finds libvirt still busy with the first and the compute's error comes back (HTTP 500,
+    an exception class ending in _Remote). An agent Nova cannot use is refused in words that name it.
+    """
+    text = ('%s %s' % (error.details.get('service_message') or '', error.msg)).lower()
+    return any(word in text for word in ('messagingtimeout', '_remote', 'quiesc', 'guest agent'))
+
+
+def _nova_reason(error):
+    """Nova's words, without the boilerplate of its unexpected-error answer."""
+    text = error.details.get('service_message') or error.msg
+    if 'MessagingTimeout' in text:
+        return "HTTP %s, MessagingTimeout: Nova's call to the compute timed out" % error.http_status
+    remote = re.findall(r"([A-Za-z]+)_Remote", text)     # <class 'nova.exception_Remote.InternalError_Remote'>
+    if remote:
+        return "HTTP %s, %s: the compute's freeze failed" % (error.http_status, remote[-1])
+    return 'HTTP %s: %s' % (error.http_status, (text.strip().splitlines() or [''])[0][:80])
+
+
+def quiesce_window(sent_at, captured_at):
+    """Seconds from sending createImage until every Cinder snapshot was seen available.
+
+    Nova freezes the guest after the request arrives and thaws it once its compute, asked after
+    createImage has its snapshots, has seen them leave 'creating' itself (it polls every
+    NOVA_SNAPSHOT_POLL s, as the module does): the freeze starts within this window and ends shortly
+    after it, by about one poll and the thaw call. An estimate, not a bound.
+    """
+    return round(max(0.0, captured_at - sent_at), 3)
 
 
 def _json(text, default):
@@ -205,6 +245,7 @@ class OpenStackSnapshots(SnapshotDriver):
             'size_bytes': sum(item.get('size_bytes') or 0 for item in contains),
             'created_at': image.get('vmops_created_at') or image.get('created_at'),
             'quiesced': _yes(image.get('vmops_quiesced')), 'consistency': image.get('vmops_consistency'),
+            'quiesce_error': image.get('vmops_quiesce_error') or None,
             'guest_paused_seconds': float(paused) if paused else None,
             'contains': contains, 'recorded': _json(image.get('vmops_recorded'), {}),
             '_snapshot_ids': [item['id_or_path'] for item in contains if item['kind'] == 'volume_snapshot'],
@@ -284,7 +325,7 @@ class OpenStackSnapshots(SnapshotDriver):
             'vmops_series': request.series or '', 'vmops_created_at': iso_utc(now_utc()), 'vmops_kind': plan['kind'],
             # Nova copies the server's image properties into the snapshot: a server launched from one of our
             # snapshots would pass vmops_complete=true on, before anything is verified.
-            'vmops_complete': 'false', 'vmops_volume_snapshots': '[]', 'vmops_recorded': '{}',
+            'vmops_complete': 'false', 'vmops_volume_snapshots': '[]', 'vmops_recorded': '{}', 'vmops_quiesce_error': '',
         })
         if not request.series:
             properties.pop('vmops_series')
@@ -295,7 +336,24 @@ class OpenStackSnapshots(SnapshotDriver):
             if plan['pause']:
                 paused_at = time.monotonic()
                 self._set_paused(ref, True, deadline)
-            image_id = self._create_image(ref, name, properties)
+            sent_at = time.monotonic()
+            try:
+                image_id = self._create_image(ref, name, properties)
+            except RequestFailed as error:
+                if not (plan['quiesced'] and plan['kind'] == 'volume_backed' and quiesce_failure(error)):
+                    raise
+                quiesce_error, removed = self._quiesce_failed(ref, name, server, plan, error, time.monotonic() - sent_at)
+                if request.quiesce == 'required':
+                    raise RequestFailed('quiesce=required: Nova could not freeze the file systems of server %s: %s. %s '
+                                        'Nova left the server %s. Use quiesce=auto for a crash-consistent snapshot instead.'
+                                        % (server.get('name'), quiesce_error, removed, describe(self.observe(ref))),
+                                        **dict(error.details, quiesce='failed'))
+                # Nova quiesces only an active server: paused, its volumes are snapshotted as they are, at one point.
+                plan.update(quiesced=False, consistency='paused')
+                properties['vmops_quiesce_error'] = quiesce_error
+                paused_at = time.monotonic()
+                self._set_paused(ref, True, deadline)
+                image_id = self._create_image(ref, name, properties)
             for device, volume_id in plan['data_volumes']:
                 volume_snapshots.append(self._create_volume_snapshot(volume_id, device, name, ref, image_id))
             if plan['data_volumes']:
@@ -317,7 +375,10 @@ class OpenStackSnapshots(SnapshotDriver):
             image = self._wait_image(image_id, deadline)
             for snapshot_id in [item.get('snapshot_id') for item in _json(image.get('block_device_mapping'), [])]:
                 if snapshot_id:
-                    self._wait_snapshot(snapshot_id, deadline)
+                    self._wait_snapshot(snapshot_id, deadline,
+                                        max_interval=NOVA_SNAPSHOT_POLL if plan['quiesced'] else 2.0)
+            # Nova reports no freeze times: the module reports what it saw (see quiesce_window).
+            window = quiesce_window(sent_at, time.monotonic()) if plan['quiesced'] and plan['kind'] == 'volume_backed' else None
             paused = round(unpaused_at - paused_at, 3) if paused_at is not None else 0.0
             image = self._set_properties(image, {
                 'vmops_volume_snapshots': json.dumps(volume_snapshots, sort_keys=True),
@@ -332,7 +393,33 @@ class OpenStackSnapshots(SnapshotDriver):
             raise
         record = self._record(image)
         timings = {'guest_paused_seconds': paused, 'snapshot_seconds': round(time.monotonic() - started, 3)}
+        if window is not None:
+            timings['quiesce_window_seconds'] = window
         return record, timings
+
+    def _quiesce_failed(self, ref, name, server, plan, error, waited):
+        """(why Nova could not quiesce, in at most 255 characters as Nova's metadata wants, and what it left
+        behind that was removed here)."""
+        volume_ids = set(item['volume_id'] for item in plan['contains'] if item.get('volume_id'))
+        removed = []
+        # Nova names its volume snapshots after the image; it makes them only after the freeze, but a
+        # failure between the two would leave them behind.
+        label = 'snapshot for %s' % name
+        listed = self._cinder('GET', '/snapshots/detail', params={'name': label}).json().get('snapshots', [])
+        for snapshot in listed:
+            if snapshot.get('name') == label and snapshot.get('volume_id') in volume_ids:
+                self._delete_volume_snapshot(snapshot['id'], quiet=True)
+                removed.append('volume snapshot %s' % snapshot['id'])
+        for image in self._images(name=name):
+            if image.get('name') == name and self._owner(image) == ref and not self._complete(image):
+                self.delete_image(image['id'])
+                removed.append('image %s' % image['id'])
+        host = server.get('OS-EXT-SRV-ATTR:host') or 'its host'
+        domain = server.get('OS-EXT-SRV-ATTR:instance_name') or 'the domain'
+        # libvirt waits for the agent without a time limit and keeps the freeze; Nova's thaw gives up.
+        reason = ('the guest agent did not answer (%s, after %.0f s); libvirt on %s may still hold the freeze: '
+                  'should the guest freeze later, run virsh domfsthaw %s there' % (_nova_reason(error), waited, host, domain))
+        return reason[:255], ('Removed what Nova had made: %s.' % ', '.join(removed)) if removed else 'Nova made nothing.'
 
     def _recorded(self, server, plan):
         volumes = []
@@ -404,12 +491,13 @@ class OpenStackSnapshots(SnapshotDriver):
                           failure=lambda image: ('the image is %s' % image.get('status'))
                           if image.get('status') in IMAGE_FAILED else None)
 
-    def _wait_snapshot(self, snapshot_id, deadline):
+    def _wait_snapshot(self, snapshot_id, deadline, max_interval=2.0):
         return wait_until(lambda: self._snapshot_of_volume(snapshot_id) or {'status': 'deleted'},
                           lambda snapshot: snapshot.get('status') == 'available',
                           lambda snapshot: snapshot.get('status'), 'volume snapshot %s to be available' % snapshot_id,
                           deadline, failure=lambda snapshot: ('the volume snapshot is %s' % snapshot.get('status'))
-                          if snapshot.get('status') in SNAPSHOT_FAILED + ('deleted',) else None)
+                          if snapshot.get('status') in SNAPSHOT_FAILED + ('deleted',) else None,
+                          max_interval=max_interval)
 
     def _cleanup(self, image_id, volume_snapshots, ref, paused_at):
         """Best effort after a failure: remove what this run created (it never counted)."""
