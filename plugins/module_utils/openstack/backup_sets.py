@@ -48,7 +48,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.backup_chain 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     InvalidRequest, RequestFailed, ResourceNotFound, VmopsError)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
-from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import JSON_PATCH, OpenStackSnapshots
+from ansible_collections.vmops.lifecycle.plugins.module_utils.openstack.snapshot import JSON_PATCH, OpenStackSnapshots, is_yes
 
 GIB = 1024 ** 3
 # 3.43: backup metadata; backup creation also takes `snapshot_id` (3.0) and `incremental`/`force`.
@@ -85,10 +85,6 @@ def _server_record(metadata):
         return json.loads(''.join(pieces)) if pieces else {}
     except ValueError:
         return {}
-
-
-def _yes(value):
-    return str(value).lower() in ('yes', 'true', '1', 'on')
 
 
 def _order(backup):
@@ -313,7 +309,7 @@ class CinderBackupSets(BackupSets):
         if not pause:
             return
         image = self.snapshots._image((server.get('image') or {}).get('id')) or {}
-        if _yes(image.get('os_require_quiesce')):
+        if is_yes(image.get('os_require_quiesce')):
             raise InvalidRequest('Server %s boots from image %s, which has os_require_quiesce=yes: Nova must freeze '
                                  'its guest for createImage, and the guest of a server paused for one consistent '
                                  'point cannot be frozen. Use quiesce=off (the system disk is then frozen by Nova and '

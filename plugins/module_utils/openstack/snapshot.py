@@ -43,7 +43,8 @@ JSON_PATCH = 'application/openstack-images-v2.1-json-patch'
 NOVA_SNAPSHOT_POLL = 0.5
 
 
-def _yes(value):
+def is_yes(value):
+    """A Glance property or Nova flag that says yes (Glance keeps them as strings)."""
     return str(value).lower() in ('yes', 'true', '1', 'on')
 
 
@@ -244,7 +245,7 @@ class OpenStackSnapshots(SnapshotDriver):
             'kind': kind, 'status': image.get('status'),
             'size_bytes': sum(item.get('size_bytes') or 0 for item in contains),
             'created_at': image.get('vmops_created_at') or image.get('created_at'),
-            'quiesced': _yes(image.get('vmops_quiesced')), 'consistency': image.get('vmops_consistency'),
+            'quiesced': is_yes(image.get('vmops_quiesced')), 'consistency': image.get('vmops_consistency'),
             'quiesce_error': image.get('vmops_quiesce_error') or None,
             'guest_paused_seconds': float(paused) if paused else None,
             'contains': contains, 'recorded': _json(image.get('vmops_recorded'), {}),
@@ -267,7 +268,7 @@ class OpenStackSnapshots(SnapshotDriver):
             raise InvalidRequest('Server %s is %s: Nova snapshots running, stopped, paused or suspended servers.'
                                  % (server['name'], observation.state))
         image_props = self._source_image_properties(server, attachments, volume_backed)
-        nova_quiesces = _yes(image_props.get('hw_qemu_guest_agent')) and _yes(image_props.get('os_require_quiesce'))
+        nova_quiesces = is_yes(image_props.get('hw_qemu_guest_agent')) and is_yes(image_props.get('os_require_quiesce'))
         data_volumes = [] if volume_backed else attachments
         with_volumes = bool(request.include_volumes and data_volumes)
         if request.quiesce == 'required':
