@@ -51,10 +51,7 @@ def run_quiesced(dom, quiesce, agent, begin, sleep=time.sleep, clock=time.monoto
     'begin_seconds'}; frozen_seconds is measured from the freeze request to the thaw's answer, so it bounds
     the guest's own frozen time from above."""
     if not agent or quiesce == 'off':
-        started = clock()
-        begin()
-        return {'quiesced': False, 'frozen_filesystems': None, 'frozen_seconds': None, 'quiesce_error': None,
-                'begin_seconds': round(clock() - started, 6)}
+        return _unfrozen(begin, clock, None)
     try:
         return _frozen_begin(dom, quiesce, begin, sleep, clock)
     finally:
@@ -69,11 +66,7 @@ def _frozen_begin(dom, quiesce, begin, sleep, clock):
         if quiesce == 'required':
             raise BackendError('quiesce=required, but the guest agent of %s does not answer (%s); no freeze was sent '
                                'and the backup job was not started.' % (dom.name(), quiesce_error))
-        started = clock()
-        begin()
-        return {'quiesced': False, 'frozen_filesystems': None, 'frozen_seconds': None,
-                'quiesce_error': 'the guest agent does not answer (%s); no freeze was sent' % quiesce_error,
-                'begin_seconds': round(clock() - started, 6)}
+        return _unfrozen(begin, clock, 'the guest agent does not answer (%s); no freeze was sent' % quiesce_error)
     _set_agent_timeout(dom, AGENT_TIMEOUT_SECONDS)
     frozen_at = clock()
     try:
@@ -98,6 +91,13 @@ def _frozen_begin(dom, quiesce, begin, sleep, clock):
     return {'quiesced': frozen_at is not None, 'frozen_filesystems': frozen_count,
             'frozen_seconds': round(thawed_at - frozen_at, 6) if frozen_at is not None else None,
             'quiesce_error': quiesce_error, 'begin_seconds': round(begun - started, 6)}
+
+
+def _unfrozen(begin, clock, quiesce_error):
+    started = clock()
+    begin()
+    return {'quiesced': False, 'frozen_filesystems': None, 'frozen_seconds': None, 'quiesce_error': quiesce_error,
+            'begin_seconds': round(clock() - started, 6)}
 
 
 def _unanswered(dom):
