@@ -42,21 +42,28 @@ def wait_volume(conn, volume, status):
     return conn.block_storage.wait_for_status(volume, status, failures=['error'], wait=180)
 
 
-def setup(conn, name):
-    server = find_server(conn, name)
-    if server is None:
-        data = conn.block_storage.create_volume(name='%s-data' % name, size=1)
-        data = wait_volume(conn, data, 'available')
-        image = conn.image.find_image('vmops-guest', ignore_missing=False)
-        network = conn.network.find_network('private', ignore_missing=False)
-        server = conn.compute.create_server(
-            name=name, flavor_id='vmops.tiny', networks=[{'uuid': network.id}], availability_zone='real:kvm1',
-            metadata={'role': 'backup-test'},
-            block_device_mapping=[
-                {'boot_index': 0, 'uuid': image.id, 'source_type': 'image', 'destination_type': 'volume',
-                 'volume_size': 1, 'delete_on_termination': True},
-                {'boot_index': -1, 'uuid': data.id, 'source_type': 'volume', 'destination_type': 'volume',
-                 'delete_on_termination': True}])
+def _boot(conn, name, boot_from_image):
+    """A server on kvm1 with a 1 GB data volume, booted from a new 1 GB volume or from the image itself."""
+    data = conn.block_storage.create_volume(name='%s-data' % name, size=1)
+    data = wait_volume(conn, data, 'available')
+    image = conn.image.find_image('vmops-guest', ignore_missing=False)
+    network = conn.network.find_network('private', ignore_missing=False)
+    if boot_from_image:
+        boot = {'boot_index': 0, 'uuid': image.id, 'source_type': 'image', 'destination_type': 'local',
+                'delete_on_termination': True}
+        extra = {'metadata': {'role': 'backup-test-image'}, 'image_id': image.id}
+    else:
+        boot = {'boot_index': 0, 'uuid': image.id, 'source_type': 'image', 'destination_type': 'volume',
+                'volume_size': 1, 'delete_on_termination': True}
+        extra = {'metadata': {'role': 'backup-test'}}
+    return conn.compute.create_server(
+        name=name, flavor_id='vmops.tiny', networks=[{'uuid': network.id}], availability_zone='real:kvm1',
+        block_device_mapping=[boot, {'boot_index': -1, 'uuid': data.id, 'source_type': 'volume',
+                                     'destination_type': 'volume', 'delete_on_termination': True}], **extra)
+
+
+def setup(conn, name, boot_from_image=False):
+    server = find_server(conn, name) or _boot(conn, name, boot_from_image)
     server = conn.compute.wait_for_server(server, status='ACTIVE', wait=300)
     deadline = time.monotonic() + 120
     while 'vmops-tick' not in (conn.compute.get_server_console_output(server, length=50).get('output') or ''):
@@ -69,21 +76,7 @@ def setup(conn, name):
 
 
 def setup_image(conn, name):
-    server = find_server(conn, name)
-    if server is None:
-        data = conn.block_storage.create_volume(name='%s-data' % name, size=1)
-        data = wait_volume(conn, data, 'available')
-        image = conn.image.find_image('vmops-guest', ignore_missing=False)
-        network = conn.network.find_network('private', ignore_missing=False)
-        server = conn.compute.create_server(
-            name=name, flavor_id='vmops.tiny', networks=[{'uuid': network.id}], availability_zone='real:kvm1',
-            metadata={'role': 'backup-test-image'}, image_id=image.id,
-            block_device_mapping=[
-                {'boot_index': 0, 'uuid': image.id, 'source_type': 'image', 'destination_type': 'local',
-                 'delete_on_termination': True},
-                {'boot_index': -1, 'uuid': data.id, 'source_type': 'volume', 'destination_type': 'volume',
-                 'delete_on_termination': True}])
-    return setup(conn, name)
+    return setup(conn, name, boot_from_image=True)
 
 
 def images(conn, server_id):
