@@ -390,6 +390,11 @@ servers:
     - An evacuated server's message names the steps taken, and C(disk) is as in RV(plan).
     - On libvirt, C(places) gives the domain's state on each host as read at the end (C(unknown) where a host could
       not be read), so a run cut short by a dead host still says where each domain really is.
+    - On libvirt, a moved domain that had checkpoints (the chains of M(vmops.lifecycle.instance_backup)) has
+      C(checkpoints) with C(carried) (redefined on the destination, validated against the disk's bitmaps), C(lost)
+      and C(why). libvirt moves a checkpoint's bitmaps with the disk but not its definition, so the move reads the
+      definitions first and redefines them once the domain runs on the destination; a stopped domain's cannot be
+      validated, so they are lost and the next backup point is a full.
   returned: always
   type: list
   elements: dict

@@ -17,7 +17,8 @@ description:
     chains of one schedule.
   - "Chain rules: O(mode=auto) takes an increment on the newest complete point of the series, and a full when
     the series has none, when the chain of that point is broken (a link missing or incomplete, or on libvirt its
-    checkpoint missing on the domain's host, for example after a move), or when its chain already holds
+    checkpoint missing on the domain's host, for example after a move that could not carry it; a live move by
+    M(vmops.lifecycle.host_evacuate) carries it), or when its chain already holds
     O(full_every) points. The result's C(why) says which."
   - "Retention keeps the newest O(retention) complete points and every point one of them depends on; it
     deletes the rest, never the parent of a kept point, and only after the new point is verified. A chain is

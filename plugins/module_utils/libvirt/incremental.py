@@ -17,8 +17,9 @@ its newest file on the store's host (libvirt's volume clone: qemu-img convert re
 onto a new standalone qcow2, checked afterwards (virtual size, format, no backing file).
 
 Chains are written on the domain's own host (the store's host must be the domain's: a directory
-every host mounts counts). A checkpoint is metadata of the host that holds the domain: after a move
-it is gone, and `auto` then takes a full and says why (broken_reason).
+every host mounts counts). A checkpoint's definition is metadata of the host that holds the domain:
+host_evacuate redefines it on the destination (checkpoints.py); when it could not, or after a move done
+elsewhere, `auto` takes a full and says why (broken_reason).
 """
 
 from __future__ import absolute_import, division, print_function

@@ -111,7 +111,7 @@ def main():
     elif args.command == 'fslog':
         print(json.dumps(fslog(local)))
     elif args.command == 'rmtree':
-        if not args.path.startswith('/var/lib/libvirt/images/'):
+        if not args.path.startswith(('/var/lib/libvirt/images/', '/var/tmp/vmops-ibk-it-')):
             sys.exit('refusing to remove %s' % args.path)
         shutil.rmtree(local, ignore_errors=True)
         print(json.dumps({'removed': args.path}))

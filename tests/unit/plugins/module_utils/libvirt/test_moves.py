@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -170,6 +171,11 @@ class Dom(object):
         self.job = job
         self.aborted = threading.Event()
         self.memory_kib = 131072
+        # Checkpoint definitions are metadata of the host that holds the domain (a move drops them); the
+        # bitmaps are in its disk and move with it.
+        self.checkpoints = []       # [(name, parent)], parents first
+        self.bitmaps = set()
+        self.checkpoint_read_error = None
 
     # identity (client side in libvirt)
     def name(self):
@@ -247,6 +253,26 @@ class Dom(object):
             else:
                 self.code = SHUTOFF
 
+    def listAllCheckpoints(self, flags):
+        assert flags == libvirt.VIR_DOMAIN_CHECKPOINT_LIST_TOPOLOGICAL
+        if self.checkpoint_read_error:
+            raise _error(libvirt.VIR_ERR_INTERNAL_ERROR, self.checkpoint_read_error)
+        return [Checkpoint(self, name, parent) for name, parent in self.checkpoints]
+
+    def checkpointCreateXML(self, xml, flags):
+        self.world.calls.append(('redefine', self.name_, self.world.host_of(self.uuid), flags))
+        tree = ET.fromstring(xml)
+        name = tree.findtext('name')
+        parent = tree.findtext('parent/name')
+        assert flags & libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE
+        if flags & libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE:
+            if not self.isActive():
+                raise _error(libvirt.VIR_ERR_OPERATION_INVALID, 'domain is not running')
+            if name not in self.bitmaps:
+                raise _error(libvirt.VIR_ERR_CHECKPOINT_INCONSISTENT,
+                             "checkpoint inconsistent: missing or broken bitmap '%s' for disk 'vda'" % name)
+        self.checkpoints.append((name, parent))
+
     def migrateSetMaxSpeed(self, bandwidth, flags):
         self.world.calls.append(('max_speed', self.name_, bandwidth))
 
@@ -270,7 +296,28 @@ class Dom(object):
             target = DST if source == SRC else SRC
             world.hosts[source]['domains'].pop(self.uuid)
             world.hosts[target]['domains'][self.uuid] = self
+            self.checkpoints = []
         return 0
+
+
+class Checkpoint(object):
+    def __init__(self, dom, name, parent):
+        self.dom, self.name, self.parent = dom, name, parent
+
+    def getName(self):
+        return self.name
+
+    def getParent(self, flags):
+        if self.parent is None:
+            raise _error(libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT, 'checkpoint has no parent')
+        return Checkpoint(self.dom, self.parent, None)
+
+    def getXMLDesc(self, flags):
+        assert flags == libvirt.VIR_DOMAIN_CHECKPOINT_XML_NO_DOMAIN
+        parent = '<parent><name>%s</name></parent>' % self.parent if self.parent else ''
+        return ("<domaincheckpoint><name>%s</name>%s<creationTime>1764877044</creationTime><disks>"
+                "<disk name='vda' checkpoint='bitmap' bitmap='%s'/></disks></domaincheckpoint>"
+                % (self.name, parent, self.name))
 
 
 class Conn(object):
@@ -1047,3 +1094,75 @@ def test_a_password_in_a_uri_is_never_in_labels_or_messages():
     with pytest.raises(InvalidRequest) as info:
         libvirt_moves.validate_options(dict(libvirt_uri=secret_uri, target_host=secret_uri))
     assert 's3cret' not in info.value.msg and 'admin:********@10.0.0.4' in info.value.msg
+
+
+# --- checkpoints (instance_backup chains) follow the domain ------------------------------------------
+
+def _with_checkpoints(dom, names, bitmaps=None):
+    dom.checkpoints = [(name, names[index - 1] if index else None) for index, name in enumerate(names)]
+    dom.bitmaps = set(names if bitmaps is None else bitmaps)
+    return dom
+
+
+@pytest.mark.parametrize('state', [RUNNING, PAUSED])
+def test_a_live_move_redefines_the_checkpoints_on_the_destination_validated(state):
+    world = World()
+    dom = _with_checkpoints(world.add('a', state), ['p1', 'p2', 'p3'])
+    result = drain(world)
+    entry = server(result, 'a')
+    assert entry['outcome'] == 'moved' and world.host_of(dom.uuid) == DST
+    assert dom.checkpoints == [('p1', None), ('p2', 'p1'), ('p3', 'p2')]
+    flags = libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE | libvirt.VIR_DOMAIN_CHECKPOINT_CREATE_REDEFINE_VALIDATE
+    assert [c for c in world.calls if c[0] == 'redefine'] == [('redefine', 'a', DST, flags)] * 3
+    assert entry['checkpoints'] == {'carried': ['p1', 'p2', 'p3'], 'lost': [], 'why': None}
+    assert 'checkpoints redefined on the destination: p1, p2, p3' in entry['message']
+
+
+def test_a_checkpoint_whose_bitmap_did_not_arrive_is_not_redefined_nor_are_its_children():
+    world = World()
+    dom = _with_checkpoints(world.add('a'), ['p1', 'p2', 'p3'], bitmaps=['p1', 'p3'])
+    entry = server(drain(world), 'a')
+    assert entry['outcome'] == 'moved'
+    assert dom.checkpoints == [('p1', None)]
+    assert entry['checkpoints']['carried'] == ['p1'] and entry['checkpoints']['lost'] == ['p2', 'p3']
+    assert "missing or broken bitmap 'p2'" in entry['checkpoints']['why']
+    assert 'the next instance_backup point is a full' in entry['message']
+
+
+def test_a_stopped_domain_moved_cold_says_its_checkpoints_were_not_carried():
+    world = World()
+    dom = _with_checkpoints(world.add('s', SHUTOFF), ['p1'])
+    entry = server(drain(world), 's')
+    assert entry['outcome'] == 'moved' and dom.checkpoints == []
+    assert entry['checkpoints']['lost'] == ['p1'] and 'not running on the destination' in entry['checkpoints']['why']
+    assert not [c for c in world.calls if c[0] == 'redefine']
+
+
+def test_a_running_domain_moved_cold_gets_its_checkpoints_back_once_started():
+    world = World()
+    dom = _with_checkpoints(world.add('a'), ['p1', 'p2'])
+    with backend(world) as lv:
+        subject = lv.list_on_host('h3')[0]
+        handle = lv.start_move(subject, moves.COLD, 'h4', request())
+        while not handle.data['job'].ended:
+            time.sleep(0.01)
+    assert handle.data['job'].error is None
+    assert dom.code == RUNNING and world.host_of(dom.uuid) == DST
+    assert dom.checkpoints == [('p1', None), ('p2', 'p1')]
+    assert handle.data['report'] == {'checkpoints': {'carried': ['p1', 'p2'], 'lost': [], 'why': None}}
+
+
+def test_a_domain_without_checkpoints_reports_none():
+    world = World()
+    world.add('a')
+    entry = server(drain(world), 'a')
+    assert 'checkpoints' not in entry and 'checkpoints' not in (entry.get('message') or '')
+
+
+def test_checkpoints_that_cannot_be_read_do_not_stop_the_move_and_are_reported():
+    world = World()
+    dom = world.add('a')
+    dom.checkpoint_read_error = 'cannot read'
+    entry = server(drain(world), 'a')
+    assert entry['outcome'] == 'moved' and world.host_of(dom.uuid) == DST
+    assert 'could not be read on the source (cannot read)' in entry['checkpoints']['why']
