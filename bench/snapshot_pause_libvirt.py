@@ -15,13 +15,18 @@ events, while it takes, in the same run, on the same guest:
 `--iothread` gives the disk an IOThread (QEMU runs its block layer, and so the backup job's copy, in a
 thread of its own instead of the main loop).
 
+`--dirty-background-bytes N` sets this machine's vm.dirty_background_bytes to N for the run and puts the
+previous vm.dirty_background_* settings back afterwards (the sandbox's libvirtds share this kernel). QEMU
+flushes whatever the kernel has not written back of a backup when the job ends, holding its global lock:
+this is where a full's stall comes from (plugins/module_utils/libvirt/writeback.py).
+
 Guest-visible pause = the largest "stall" between two console lines: host time that passed minus
 guest time that passed (a paused guest's clock stands still, so a pause shows as a stall; guest
 scheduling noise of the loaded machine shows in the baseline). libvirt's view = time from the
 SUSPENDED to the RESUMED event. libvirt calls are counted per method.
 
 Run:  .venv/bin/python bench/snapshot_pause_libvirt.py [--uri h1] [--sizes 64,1024] [--runs 3] [--json out.json]
-      [--methods snapshot,cold,backup_full,backup_incr] [--iothread]
+      [--methods snapshot,cold,backup_full,backup_incr] [--iothread] [--dirty-background-bytes 67108864]
 Needs sandbox/libvirt/up. Uses the domain vmops-snap-bench-<size> and removes it (and its copies) afterwards.
 """
 
@@ -351,7 +356,38 @@ def main():
     parser.add_argument('--json', help='write every measurement to this file')
     parser.add_argument('--methods', default='snapshot,cold', help='of %s, comma separated' % ', '.join(METHOD_NAMES))
     parser.add_argument('--iothread', action='store_true', help='give the guest\'s disk an IOThread')
+    parser.add_argument('--dirty-background-bytes', type=int,
+                        help='vm.dirty_background_bytes for the run (restored afterwards)')
     args = parser.parse_args()
+    saved = set_writeback(args.dirty_background_bytes) if args.dirty_background_bytes else None
+    try:
+        run(args)
+    finally:
+        if saved:
+            restore_writeback(saved)
+
+
+VM = '/proc/sys/vm/'
+
+
+def set_writeback(value):
+    saved = {}
+    for name in ('dirty_background_bytes', 'dirty_background_ratio'):
+        with open(VM + name, encoding='ascii') as handle:
+            saved[name] = int(handle.read())
+    with open(VM + 'dirty_background_bytes', 'w', encoding='ascii') as handle:
+        handle.write(str(value))
+    return saved
+
+
+def restore_writeback(saved):
+    # Writing one of the pair zeroes the other: write back the one that was in force.
+    name = 'dirty_background_bytes' if saved['dirty_background_bytes'] else 'dirty_background_ratio'
+    with open(VM + name, 'w', encoding='ascii') as handle:
+        handle.write(str(saved[name]))
+
+
+def run(args):
     host = guestctl.find_host(args.uri)
     libvirt.registerErrorHandler(lambda ctx, err: None, None)
     libvirt.virEventRegisterDefaultImpl()
@@ -361,6 +397,8 @@ def main():
     for size in [int(s) for s in args.sizes.split(',')]:
         rows.extend(measure(conn, host, 'vmops-snap-bench-%d' % size, size, args.runs, args.window,
                             args.methods.split(','), args.iothread))
+    for row in rows:
+        row['dirty_background_bytes'] = args.dirty_background_bytes
     text, ratios = table(rows)
     print(text)
     for line in ratios:

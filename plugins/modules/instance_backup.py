@@ -219,6 +219,15 @@ point:
     checkpoint:
       description: libvirt only. The checkpoint created with the point.
       type: str
+    host_writeback:
+      description:
+        - libvirt only, for a point just taken, when the libvirt URI names no host (the module runs on the
+          hypervisor); else null. The host's dirty-page writeback threshold C(threshold_bytes), the C(setting) it
+          comes from, C(tuned) (at most 256 MiB) and C(advice) when it is not.
+        - QEMU flushes whatever the kernel has not yet written of a backup when the job ends, holding its global
+          lock, so the guest stalls for that long; a lower threshold lets the kernel write the backup out while it
+          is copied (measured on a 1 GiB full, 221 ms against 38 ms with C(vm.dirty_background_bytes=67108864)).
+      type: dict
 why:
   description: Why this kind of point was taken (or why nothing was done).
   returned: always

@@ -43,6 +43,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.quiesce im
     AGENT_CHANNEL, agent_connected, run_quiesced)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.snapshot import (
     _definition_without_secrets, _disks, _escape)
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.writeback import local_writeback
 
 CHAIN_FORMAT = 1
 RESTORED_TAG = 'vmops-restored-from='
@@ -223,7 +224,10 @@ class LibvirtBackupSets(BackupSets):
         except Exception:
             self._undo(instance, domain, name)
             raise
-        return self._point(manifest, True, path)
+        point = self._point(manifest, True, path)
+        # What decides the guest's stall at the job's end (writeback.py); None when the host is remote.
+        point['host_writeback'] = local_writeback(self.backend.uri)
+        return point
 
     def _run_job(self, instance, path, disks, name, parent, quiesce, live):
         """The backup job and its checkpoint in one call, the guest frozen around its start when an agent
