@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import act, libvirt
 
 
@@ -86,3 +87,31 @@ def describe(report):
     if report['carried']:
         text = 'checkpoints redefined on the destination: %s; %s' % (', '.join(report['carried']), text)
     return text
+
+
+# --- a move's side (migration.py's workers, and a migration adopted by a rerun) ----------------------
+
+def before_move(handle, dom):
+    """The domain's checkpoint definitions, read on the source before its move (libvirt moves none of
+    them); a failed read is said in the record (`report`) and the move goes on."""
+    try:
+        return capture(dom)
+    except (libvirt.libvirtError, VmopsError) as error:
+        why = 'its checkpoints could not be read on the source (%s); the next instance_backup point is a full' % (
+            _message(error))
+        handle.data['report'] = {'checkpoints': {'carried': [], 'lost': [], 'why': why}}
+        handle.data['job'].steps.append(why)
+        return []
+
+
+def after_move(handle, dst, captured):
+    """Redefine `captured` on the destination (dst: a connection there).  The move has happened whatever
+    this finds, so nothing raises: the record says what was carried and what was not."""
+    if not captured:
+        return
+    try:
+        report = carry(dst.lookupByUUIDString(handle.id), captured)
+    except (libvirt.libvirtError, VmopsError) as error:
+        report = not_carried(captured, 'the domain could not be found on the destination (%s)' % _message(error))
+    handle.data['report'] = {'checkpoints': report}
+    handle.data['job'].steps.append(describe(report))

@@ -164,17 +164,17 @@ class Migrator(object):
         for path in handle.data['copy']:
             # A sparse volume of our own: libvirt's pre-creation would preallocate the whole disk.
             fresh_target_volume(src, dst, path, job.steps, handle.data['created'])
-        captured = self._capture(handle, dom)
+        captured = checkpoints.before_move(handle, dom)
         job.steps.append('migrate live%s' % (' with storage' if handle.data['copy'] else ''))
         handle.data['incoming_sent'] = True     # from here the destination may hold an incoming copy
         act(dom, 'migrateToURI3', (self.migration_uri, self.params(), self.live_flags(handle)))
-        self._carry(handle, dst, captured)
+        checkpoints.after_move(handle, dst, captured)
 
     def _cold(self, handle, src, dst):
         job = handle.data['job']
         dom = src.lookupByUUIDString(handle.id)
         was_running = handle.data['state_before'] == states.RUNNING
-        captured = self._capture(handle, dom)
+        captured = checkpoints.before_move(handle, dom)
         try:
             if was_running:
                 self._shut_down(dom, handle)
@@ -193,33 +193,7 @@ class Migrator(object):
         if was_running:
             power.start(dst.lookupByUUIDString(handle.id))
             job.steps.append('start on the destination')
-        self._carry(handle, dst, captured)
-
-    @staticmethod
-    def _capture(handle, dom):
-        """The domain's checkpoint definitions, read before the move (libvirt moves none of them)."""
-        try:
-            return checkpoints.capture(dom)
-        except (libvirt.libvirtError, VmopsError) as error:
-            why = ('its checkpoints could not be read on the source (%s); the next instance_backup point is a full'
-                   % (error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg))
-            handle.data['report'] = {'checkpoints': {'carried': [], 'lost': [], 'why': why}}
-            handle.data['job'].steps.append(why)
-            return []
-
-    @staticmethod
-    def _carry(handle, dst, captured):
-        """Redefine the captured checkpoints on the destination; the move has succeeded whatever happens
-        here, so nothing raises: the record says what was carried and what was not."""
-        if not captured:
-            return
-        try:
-            report = checkpoints.carry(dst.lookupByUUIDString(handle.id), captured)
-        except (libvirt.libvirtError, VmopsError) as error:
-            report = checkpoints.not_carried(captured, 'the domain could not be found on the destination (%s)' % (
-                error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg))
-        handle.data['report'] = {'checkpoints': report}
-        handle.data['job'].steps.append(checkpoints.describe(report))
+        checkpoints.after_move(handle, dst, captured)
 
     def _shut_down(self, dom, handle):
         """Ask the guest to power off (ACPI or agent) and wait; never force it."""

@@ -41,7 +41,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core import states
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import (
     BackendError, ConnectionFailed, InvalidRequest, RequestFailed)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import evacuation, whereabouts
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import checkpoints, evacuation, whereabouts
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.backend import (
     HAS_LIBRARY, _interpret, _uuid_or_none, host_uuid)
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import (
@@ -359,8 +359,16 @@ class LibvirtMoves(moves.MoveBackend):
     def adopt(self, subject):
         job = Job('adopted')
         job.steps.append('followed a migration started earlier')
-        return moves.MoveHandle(subject, moves.ADOPT, self.target_label, job=job, adopted=True,
-                                state_before=subject.state, copy=[], persistent=True, paused_by_us=False, created=[])
+        handle = moves.MoveHandle(subject, moves.ADOPT, self.target_label, job=job, adopted=True,
+                                  state_before=subject.state, copy=[], persistent=True, paused_by_us=False, created=[])
+        # The run that started this migration is gone, and with it what it read of the checkpoints; the
+        # source still holds their definitions while the migration runs (carried over in finish()).
+        try:
+            dom = self._lookup_dom(subject)
+        except BackendError:
+            dom = None
+        handle.data['checkpoints'] = checkpoints.before_move(handle, dom) if dom is not None else []
+        return handle
 
     def poll(self, handles):
         """Threads say when their move ended (no libvirt call while they run); an ended move costs one
@@ -485,6 +493,8 @@ class LibvirtMoves(moves.MoveBackend):
         """Bring the domain back to the power state it started in, wherever it is now (not where that, or
         its state, is unknown).  A failed move that left everything as it was says so (changed False)."""
         if handle.data.get('adopted'):
+            if status.done:
+                checkpoints.after_move(handle, self.dst, handle.data['checkpoints'])
             return status._replace(message=_message(handle, status))
         wanted = handle.data['state_before']
         final = status

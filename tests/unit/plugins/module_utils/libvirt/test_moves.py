@@ -1166,3 +1166,20 @@ def test_checkpoints_that_cannot_be_read_do_not_stop_the_move_and_are_reported()
     entry = server(drain(world), 'a')
     assert entry['outcome'] == 'moved' and world.host_of(dom.uuid) == DST
     assert 'could not be read on the source (cannot read)' in entry['checkpoints']['why']
+
+
+def test_a_migration_adopted_by_a_rerun_carries_the_checkpoints_too():
+    world = World()
+    dom = _with_checkpoints(world.add('mig', job=True), ['p1', 'p2'])
+
+    def finish_later():
+        time.sleep(0.1)
+        with world.lock:
+            world.hosts[SRC]['domains'].pop(dom.uuid)
+            world.hosts[DST]['domains'][dom.uuid] = dom
+            dom.checkpoints = []        # libvirt moves no checkpoint definition
+    threading.Thread(target=finish_later).start()
+    entry = server(drain(world), 'mig')
+    assert entry['move'] == 'adopt' and entry['outcome'] == 'moved'
+    assert dom.checkpoints == [('p1', None), ('p2', 'p1')]
+    assert entry['checkpoints'] == {'carried': ['p1', 'p2'], 'lost': [], 'why': None}
