@@ -18,11 +18,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import act, libvirt
-
-
-def _message(error):
-    return error.get_error_message() if isinstance(error, libvirt.libvirtError) else getattr(error, 'msg', str(error))
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import act, error_text, libvirt
 
 
 def capture(dom):
@@ -51,7 +47,7 @@ def carry(dom, captured):
     try:
         active = dom.isActive()
     except libvirt.libvirtError as error:
-        active, reasons = False, ['the domain could not be read on the destination (%s)' % _message(error)]
+        active, reasons = False, ['the domain could not be read on the destination (%s)' % error_text(error)]
     if not active:
         return not_carried(captured, '; '.join(reasons) or (
             'the domain is not running on the destination, and libvirt checks a checkpoint\'s bitmaps only in a '
@@ -65,7 +61,7 @@ def carry(dom, captured):
             act(dom, 'checkpointCreateXML', (xml, flags))
         except Exception as error:  # pylint: disable=broad-except
             report['lost'].append(name)
-            reasons.append('%s: %s' % (name, _message(error)))
+            reasons.append('%s: %s' % (name, error_text(error)))
             continue
         report['carried'].append(name)
     if report['lost']:
@@ -98,7 +94,7 @@ def before_move(handle, dom):
         return capture(dom)
     except (libvirt.libvirtError, VmopsError) as error:
         why = 'its checkpoints could not be read on the source (%s); the next instance_backup point is a full' % (
-            _message(error))
+            error_text(error))
         handle.data['report'] = {'checkpoints': {'carried': [], 'lost': [], 'why': why}}
         handle.data['job'].steps.append(why)
         return []
@@ -112,6 +108,6 @@ def after_move(handle, dst, captured):
     try:
         report = carry(dst.lookupByUUIDString(handle.id), captured)
     except (libvirt.libvirtError, VmopsError) as error:
-        report = not_carried(captured, 'the domain could not be found on the destination (%s)' % _message(error))
+        report = not_carried(captured, 'the domain could not be found on the destination (%s)' % error_text(error))
     handle.data['report'] = {'checkpoints': report}
     handle.data['job'].steps.append(describe(report))

@@ -144,6 +144,13 @@ def uri_secrets(uri):
     return [secret] if secret else []
 
 
+def error_text(error):
+    """The message of a libvirt error or of one of the collection's errors (any other: its text)."""
+    if libvirt is not None and isinstance(error, libvirt.libvirtError):
+        return error.get_error_message()
+    return getattr(error, 'msg', None) or str(error)
+
+
 def redact_uri(uri):
     """The URI with the password of its userinfo replaced by ******** (the user name stays)."""
     if not uri_secrets(uri):
@@ -511,5 +518,5 @@ class LibvirtConnection(object):
                    libvirt_error_code=failure.code)
 
 
-__all__ = ['LibvirtConnection', 'Kept', 'act', 'start_event_loop', 'libvirt', 'HAS_LIBRARY', 'LIBRARY',
+__all__ = ['LibvirtConnection', 'Kept', 'act', 'error_text', 'start_event_loop', 'libvirt', 'HAS_LIBRARY', 'LIBRARY',
            'LIBRARY_IMPORT_ERROR', 'redact_uri', 'uri_secrets']

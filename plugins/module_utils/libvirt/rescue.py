@@ -41,7 +41,7 @@ from ansible_collections.vmops.lifecycle.plugins.module_utils.core.rescue import
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.waiter import Deadline, wait_until
 from ansible_collections.vmops.lifecycle.plugins.module_utils.core.errors import VmopsError
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt import power
-from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import libvirt
+from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.connection import error_text, libvirt
 from ansible_collections.vmops.lifecycle.plugins.module_utils.libvirt.host_files import HostFiles
 
 RESCUE_NS = 'https://github.com/vmops-lifecycle/vmops.lifecycle/rescue/1'
@@ -211,7 +211,7 @@ class LibvirtRescuer(Rescuer):
             volume = pool.createXML(_volume_xml(prepared), 0)
             dom = self._boot(before, _rescue_definition(prepared, volume.path(), request), 'the rescue guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
-            raise BackendError('The rescue of %s failed: %s. %s' % (before.name, _text(error), self._put_back(
+            raise BackendError('The rescue of %s failed: %s. %s' % (before.name, error_text(error), self._put_back(
                 before, prepared['original_xml'], volume, _put_back_deadline(deadline))))
         return self.status(dom)._replace(steps=steps)
 
@@ -245,7 +245,7 @@ class LibvirtRescuer(Rescuer):
                 self._start(before, 'the guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
             return ('%s; putting it back failed too (%s): %s is %s NOW, start it by hand once the cause is fixed.'
-                    % ('Its original definition is back' if defined else 'Nothing was put back', _text(error),
+                    % ('Its original definition is back' if defined else 'Nothing was put back', error_text(error),
                        before.name, self._state_words(before.id)))
         finally:
             if defined and volume is not None:      # no definition uses it any more
@@ -276,7 +276,7 @@ class LibvirtRescuer(Rescuer):
         try:
             dom = self._boot(before, record['original_xml'], 'the guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
-            raise BackendError('The unrescue of %s failed: %s. %s' % (before.name, _text(error), self._rescue_again(
+            raise BackendError('The unrescue of %s failed: %s. %s' % (before.name, error_text(error), self._rescue_again(
                 before, rescue_xml, _put_back_deadline(deadline))))
         if record.get('rescue_disk'):
             try:
@@ -292,7 +292,7 @@ class LibvirtRescuer(Rescuer):
             self._boot(before, rescue_xml, 'the rescue guest', deadline)
         except (libvirt.libvirtError, VmopsError) as error:
             return ('Starting its rescue guest again failed too (%s): %s is %s NOW.'
-                    % (_text(error), before.name, self._state_words(before.id)))
+                    % (error_text(error), before.name, self._state_words(before.id)))
         return 'It is rescued again: its rescue guest runs (a new boot), the rescue disk kept.'
 
     def _power_off(self, dom, before, request, deadline):
@@ -315,10 +315,6 @@ class LibvirtRescuer(Rescuer):
             return None
         wait_until(lambda: self.backend.observe(dom), lambda o: o.state == states.RUNNING and not o.task,
                    describe, '%s of %s to run' % (what, name), deadline, failure=failure)
-
-
-def _text(error):
-    return error.get_error_message() if isinstance(error, libvirt.libvirtError) else error.msg
 
 
 def _put_back_deadline(deadline):
